@@ -1,0 +1,96 @@
+"""Tar archives read in place or extracted, refusing members that could escape the target."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import tarfile
+from pathlib import Path
+
+from ..errors import DataError
+
+__all__ = ["check_member", "read_members", "safe_extract"]
+
+
+def check_member(member: tarfile.TarInfo, archive) -> None:
+    """Raise DataError if ``member`` is an absolute path, climbs out with ``..``, is a link that
+    points outside the archive's tree, or is a device or fifo."""
+    name = member.name
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise DataError(archive, f"unsafe member {name!r}: absolute path")
+    parts = name.replace("\\", "/").split("/")
+    if ".." in parts:
+        raise DataError(archive, f"unsafe member {name!r}: path with '..'")
+    if member.issym() or member.islnk():
+        target = member.linkname
+        base = posixpath.dirname(name) if member.issym() else ""
+        resolved = posixpath.normpath(posixpath.join(base, target))
+        if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+            raise DataError(archive, f"unsafe member {name!r}: link to {target!r} outside the archive")
+    if member.ischr() or member.isblk() or member.isfifo():
+        raise DataError(archive, f"unsafe member {name!r}: device or fifo")
+
+
+def _open(archive) -> tarfile.TarFile:
+    try:
+        return tarfile.open(archive, "r:*")
+    except FileNotFoundError:
+        raise DataError(archive, "file not found") from None
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DataError(archive, f"not a readable tar archive ({e})") from None
+
+
+def read_members(archive, wanted: dict[str, str]) -> dict[str, bytes]:
+    """Read regular-file members in place, without extracting anything.
+
+    Parameters
+    ----------
+    archive : path of a ``.tar`` / ``.tar.gz``.
+    wanted : map from a member's base name (``"data_batch_1"``) to the key it is returned under.
+
+    Returns
+    -------
+    dict key -> bytes for the wanted members found (the caller reports missing ones). Every
+    member is checked with :func:`check_member`, whether wanted or not.
+    """
+    found = {}
+    with _open(archive) as tar:
+        try:
+            for member in tar:
+                check_member(member, archive)
+                base = posixpath.basename(member.name)
+                if member.isfile() and base in wanted:
+                    found[wanted[base]] = tar.extractfile(member).read()
+        except (tarfile.TarError, OSError, EOFError, ValueError) as e:
+            raise DataError(archive, f"corrupt or truncated archive ({e})") from None
+    return found
+
+
+def safe_extract(archive, dest) -> Path:
+    """Extract ``archive`` into ``dest`` after checking every member; return ``dest``.
+
+    All members are checked before the first byte is written, and extraction also uses the
+    standard library's ``data`` filter where available, as a second line of defence.
+    """
+    dest = Path(dest)
+    with _open(archive) as tar:
+        try:
+            members = tar.getmembers()
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise DataError(archive, f"corrupt or truncated archive ({e})") from None
+        for member in members:
+            check_member(member, archive)
+        dest.mkdir(parents=True, exist_ok=True)
+        try:
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(dest, members=members, filter="data")
+            else:  # pragma: no cover - Python without PEP 706
+                tar.extractall(dest, members=members)
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise DataError(archive, f"extraction failed ({e})") from None
+    real = os.path.realpath(dest)
+    for member in members:
+        p = os.path.realpath(dest / member.name)
+        if os.path.commonpath([real, p]) != real:  # pragma: no cover - caught by check_member
+            raise DataError(archive, f"unsafe member {member.name!r}")
+    return dest

@@ -1,0 +1,337 @@
+"""k-layer fully connected network: configuration, parameters, pure forward and backward.
+
+A network with hidden sizes ``[m_1, ..., m_{k-1}]`` has ``k`` linear layers. Hidden layer ``l``
+computes ``S_l = H_{l-1} @ W_l.T + b_l``, optionally batch normalization
+``gamma_l * S_hat_l + beta_l``, then ReLU; the last layer gives the class scores. Parameters live
+in one dict named as in the assignments (``W1, b1, gamma1, beta1, ..., Wk, bk``); batch-norm
+running averages (``mu1, var1, ...``) live apart in ``bn_state`` and are only read here: the
+trainer updates them (``mu_av = bn_alpha * mu_av + (1 - bn_alpha) * mu``).
+
+Every array may carry a leading model axis ``K``: ``W1: (K, m_1, d)``, and so on. Such a stack is
+K independent networks computed together (see :mod:`klayer.layers`); ``lam`` may then be a
+``(K,)`` array. Costs and losses then have shape ``(K,)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import layers
+from .errors import ConfigError
+
+__all__ = [
+    "NetworkConfig",
+    "Network",
+    "init_params",
+    "forward",
+    "backward",
+    "loss_and_grads",
+    "stack_networks",
+    "unstack_network",
+]
+
+INITS = ("he", "xavier", "normal")
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Architecture and initialization of a k-layer network.
+
+    Attributes
+    ----------
+    input_size : int, features per sample ``d`` (3072 for CIFAR-10).
+    hidden : tuple of int, hidden layer widths; ``()`` is a linear softmax classifier.
+    n_classes : int, ``C``.
+    batch_norm : bool, batch normalization on every hidden layer (never on the output layer).
+    init : ``"he"`` (``W ~ N(0, 2/m_in)``), ``"xavier"`` (``N(0, 1/m_in)``) or ``"normal"``
+        (``N(0, sigma**2)`` for every weight matrix, the reports' sensitivity experiment).
+        Biases start at 0, ``gamma`` at 1 and ``beta`` at 0.
+    sigma : float, standard deviation for ``init="normal"``.
+    eps : float added to the batch variance.
+    dtype : ``"float32"`` or ``"float64"``.
+    """
+
+    input_size: int = 3072
+    hidden: tuple[int, ...] = (50, 50)
+    n_classes: int = 10
+    batch_norm: bool = False
+    init: str = "he"
+    sigma: float = 1e-1
+    eps: float = 1e-10
+    dtype: str = "float64"
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden", tuple(int(m) for m in self.hidden))
+        if self.input_size < 1 or self.n_classes < 2 or any(m < 1 for m in self.hidden):
+            raise ConfigError(
+                f"invalid network sizes: input_size={self.input_size}, hidden={list(self.hidden)}, "
+                f"n_classes={self.n_classes} (need positive widths and at least 2 classes)"
+            )
+        if self.init not in INITS:
+            raise ConfigError(f"model.init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if not self.sigma > 0 or not self.eps > 0:
+            raise ConfigError(f"sigma and eps must be positive, got {self.sigma}, {self.eps}")
+
+    @property
+    def n_layers(self) -> int:
+        """Number of linear layers ``k``."""
+        return len(self.hidden) + 1
+
+    @property
+    def sizes(self) -> list[int]:
+        """``[d, m_1, ..., m_{k-1}, C]``."""
+        return [self.input_size, *self.hidden, self.n_classes]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    def param_names(self) -> list[str]:
+        """Parameter names in layer order: ``W1, b1, gamma1, beta1, ..., Wk, bk``."""
+        names = []
+        for l in range(1, self.n_layers + 1):
+            names += [f"W{l}", f"b{l}"]
+            if self.batch_norm and l < self.n_layers:
+                names += [f"gamma{l}", f"beta{l}"]
+        return names
+
+
+def init_params(config: NetworkConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Fresh parameters of one network, drawn from ``rng``.
+
+    Returns
+    -------
+    dict name -> array: ``W{l}: (m_l, m_{l-1})``, ``b{l}: (m_l,)``, and with batch norm
+    ``gamma{l}, beta{l}: (m_l,)`` for hidden layers.
+    """
+    dtype = np.dtype(config.dtype)
+    params = {}
+    sizes = config.sizes
+    for l in range(1, config.n_layers + 1):
+        m_in, m_out = sizes[l - 1], sizes[l]
+        std = {"he": np.sqrt(2.0 / m_in), "xavier": np.sqrt(1.0 / m_in), "normal": config.sigma}[
+            config.init
+        ]
+        params[f"W{l}"] = (std * rng.standard_normal((m_out, m_in))).astype(dtype)
+        params[f"b{l}"] = np.zeros(m_out, dtype)
+        if config.batch_norm and l < config.n_layers:
+            params[f"gamma{l}"] = np.ones(m_out, dtype)
+            params[f"beta{l}"] = np.zeros(m_out, dtype)
+    return params
+
+
+def init_bn_state(config: NetworkConfig, K: int | None = None) -> dict[str, np.ndarray]:
+    """Running statistics ``mu{l}`` (zeros) and ``var{l}`` (ones), ``(m_l,)`` or ``(K, m_l)``."""
+    if not config.batch_norm:
+        return {}
+    lead = () if K is None else (K,)
+    dtype = np.dtype(config.dtype)
+    state = {}
+    for l, m in enumerate(config.hidden, start=1):
+        state[f"mu{l}"] = np.zeros((*lead, m), dtype)
+        state[f"var{l}"] = np.ones((*lead, m), dtype)
+    return state
+
+
+def forward(params, X, config: NetworkConfig, *, train: bool = True, bn_state=None):
+    """Class scores of a batch. Pure: nothing is modified.
+
+    Parameters
+    ----------
+    params : dict of arrays (optionally with a leading model axis K).
+    X : (N, d) array, or (K, N, d).
+    config : NetworkConfig.
+    train : bool
+        Batch norm with batch statistics (True) or with ``bn_state`` running averages (False).
+    bn_state : dict ``mu{l}, var{l}``, needed when ``train`` is False and batch norm is on.
+
+    Returns
+    -------
+    scores : (..., N, C) array.
+    cache : list of per-layer caches for :func:`backward` (None when ``train`` is False).
+    batch_stats : dict ``mu{l}, var{l}`` of this batch (empty unless training with batch norm).
+    """
+    k = config.n_layers
+    H = X
+    caches = []
+    batch_stats = {}
+    for l in range(1, k):
+        S, lin_cache = layers.linear_forward(H, params[f"W{l}"], params[f"b{l}"])
+        bn_cache = None
+        if config.batch_norm:
+            gamma, beta = params[f"gamma{l}"], params[f"beta{l}"]
+            if train:
+                S, bn_cache, (mu, var) = layers.batchnorm_train_forward(S, gamma, beta, config.eps)
+                batch_stats[f"mu{l}"], batch_stats[f"var{l}"] = mu, var
+            else:
+                S = layers.batchnorm_eval_forward(
+                    S, gamma, beta, bn_state[f"mu{l}"], bn_state[f"var{l}"], config.eps
+                )
+        H, relu_cache = layers.relu_forward(S)
+        if train:
+            caches.append((lin_cache, bn_cache, relu_cache))
+    scores, lin_cache = layers.linear_forward(H, params[f"W{k}"], params[f"b{k}"])
+    if train:
+        caches.append((lin_cache, None, None))
+        return scores, caches, batch_stats
+    return scores, None, batch_stats
+
+
+def backward(dscores, caches, config: NetworkConfig) -> dict[str, np.ndarray]:
+    """Gradients of every parameter given the upstream gradient ``dscores: (..., N, C)``.
+
+    Returns
+    -------
+    dict ``W{l}, b{l}, gamma{l}, beta{l}`` -> gradient of the same shape as the parameter (the
+    data term only: :func:`loss_and_grads` adds the regularization).
+    """
+    k = config.n_layers
+    grads = {}
+    dH, grads[f"W{k}"], grads[f"b{k}"] = layers.linear_backward(dscores, caches[k - 1][0])
+    for l in range(k - 1, 0, -1):
+        lin_cache, bn_cache, H = caches[l - 1]
+        dS = layers.relu_backward(dH, H)
+        if config.batch_norm:
+            dS, grads[f"gamma{l}"], grads[f"beta{l}"] = layers.batchnorm_backward(dS, bn_cache)
+        dH, grads[f"W{l}"], grads[f"b{l}"] = layers.linear_backward(dS, lin_cache, need_dX=l > 1)
+    return grads
+
+
+def _lam_like(lam, W):
+    """``lam`` as a scalar or as ``(K, 1, 1)`` to broadcast against a stack of weight matrices."""
+    lam = np.asarray(lam, dtype=W.dtype)
+    return lam if lam.ndim == 0 else lam[..., None, None]
+
+
+def weight_penalty(params, config: NetworkConfig):
+    """``sum_l ||W_l||_F^2`` per model: a scalar or a ``(K,)`` array."""
+    return sum(
+        np.einsum("...ij,...ij->...", params[f"W{l}"], params[f"W{l}"])
+        for l in range(1, config.n_layers + 1)
+    )
+
+
+def loss_and_grads(params, X, y, config: NetworkConfig, lam):
+    """Cost, loss and gradients of every parameter on one batch, batch norm in training mode.
+
+    Parameters
+    ----------
+    params : dict of arrays (optionally with a leading model axis K).
+    X : (N, d) or (K, N, d) array.
+    y : (N,) integer labels.
+    lam : float, or (K,) array, the L2 penalty on weight matrices.
+
+    Returns
+    -------
+    cost : (...) array ``J = mean_i CE_i + lam * sum_l ||W_l||^2``.
+    loss : (...) array, the mean cross-entropy.
+    grads : dict name -> array, ``dJ/dparam``.
+    batch_stats : dict ``mu{l}, var{l}`` of this batch, for the running averages.
+
+    Notes
+    -----
+    The penalty is the assignments' ``lam * sum ||W||^2`` (gradient ``2 lam W``). scikit-learn's
+    ``alpha`` is ``0.5 * alpha * ||W||^2 / n_samples``, so ``alpha = 2 * lam * batch_size``.
+    """
+    scores, caches, batch_stats = forward(params, X, config, train=True)
+    loss, dscores = layers.softmax_cross_entropy(scores, y)
+    grads = backward(dscores, caches, config)
+    penalty = 0
+    for l in range(1, config.n_layers + 1):
+        W = params[f"W{l}"]
+        lam_W = _lam_like(lam, W)
+        grads[f"W{l}"] += 2 * lam_W * W
+        penalty = penalty + np.einsum("...ij,...ij->...", W, W)
+    cost = loss + np.asarray(lam) * penalty
+    return cost, loss, grads, batch_stats
+
+
+@dataclass
+class Network:
+    """A network: its config, parameter dict and (separate) batch-norm running statistics.
+
+    ``params`` and ``bn_state`` may carry a leading model axis (see :func:`stack_networks`).
+    """
+
+    config: NetworkConfig
+    params: dict[str, np.ndarray]
+    bn_state: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def init(cls, config: NetworkConfig, rng: np.random.Generator) -> Network:
+        """A fresh network, parameters drawn from ``rng``."""
+        return cls(config, init_params(config, rng), init_bn_state(config))
+
+    @property
+    def n_models(self) -> int | None:
+        """K for a stack of networks, None for one network."""
+        W = self.params["W1"]
+        return W.shape[0] if W.ndim == 3 else None
+
+    def forward(self, X, *, train: bool = False):
+        """Scores ``(..., N, C)``; evaluation mode (running statistics) unless ``train``."""
+        return forward(self.params, X, self.config, train=train, bn_state=self.bn_state)[0]
+
+    def loss_and_grads(self, X, y, lam):
+        """See :func:`loss_and_grads`."""
+        return loss_and_grads(self.params, X, y, self.config, lam)
+
+    def predict_proba(self, X, chunk: int = 10000):
+        """Class probabilities ``(..., N, C)`` in evaluation mode, computed in chunks of rows."""
+        parts = [
+            layers.softmax(self.forward(X[i : i + chunk])) for i in range(0, max(len(X), 1), chunk)
+        ]
+        return np.concatenate(parts, axis=-2)
+
+    def evaluate(self, X, y, lam=0.0, chunk: int = 10000):
+        """Cost, loss and accuracy on a whole data set in evaluation mode, chunk by chunk.
+
+        Returns
+        -------
+        dict with ``cost``, ``loss``, ``accuracy``: floats, or (K,) arrays for a stack.
+        """
+        N = len(y)
+        loss_sum = 0.0
+        correct = 0
+        for i in range(0, N, chunk):
+            scores = self.forward(X[i : i + chunk])
+            logP = layers.log_softmax(scores)
+            yc = y[i : i + chunk]
+            loss_sum = loss_sum - logP[..., np.arange(len(yc)), yc].sum(axis=-1, dtype=np.float64)
+            correct = correct + (scores.argmax(axis=-1) == yc).sum(axis=-1)
+        loss = loss_sum / N
+        penalty = weight_penalty(self.params, self.config).astype(np.float64)
+        cost = loss + np.asarray(lam, dtype=np.float64) * penalty
+        acc = correct / N
+
+        def out(v):
+            v = np.asarray(v, dtype=np.float64)
+            return float(v) if v.ndim == 0 else v
+
+        return {"cost": out(cost), "loss": out(loss), "accuracy": out(acc)}
+
+
+def stack_networks(networks: list[Network]) -> Network:
+    """K networks of one architecture as one stack with a leading model axis."""
+    config = networks[0].config
+    for net in networks[1:]:
+        if net.config.sizes != config.sizes or net.config.batch_norm != config.batch_norm:
+            raise ConfigError("networks in one stack must share their architecture")
+    params = {n: np.stack([net.params[n] for net in networks]) for n in networks[0].params}
+    bn_state = {n: np.stack([net.bn_state[n] for net in networks]) for n in networks[0].bn_state}
+    return Network(config, params, bn_state)
+
+
+def unstack_network(stack: Network, i: int, config: NetworkConfig | None = None) -> Network:
+    """Model ``i`` of a stack, as a network of its own (arrays are copied)."""
+    return Network(
+        config or stack.config,
+        {n: p[i].copy() for n, p in stack.params.items()},
+        {n: s[i].copy() for n, s in stack.bn_state.items()},
+    )

@@ -1,0 +1,67 @@
+"""Figures like the reports': cost, loss and accuracy against the update step, train and val.
+
+The only module that imports matplotlib, and only inside the functions (Agg backend).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["plot_history", "plot_curves"]
+
+_LABELS = {"cost": "cost", "loss": "loss (cross-entropy)", "accuracy": "accuracy"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_history(rows: list[dict], out_dir, title: str = "") -> list[Path]:
+    """Write ``cost.png``, ``loss.png`` and ``accuracy.png`` for one run's history rows."""
+    plt = _pyplot()
+    out_dir = Path(out_dir)
+    steps = [r["step"] for r in rows]
+    paths = []
+    for metric, label in _LABELS.items():
+        fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
+        ax.plot(steps, [r[f"train_{metric}"] for r in rows], label="training")
+        ax.plot(steps, [r[f"val_{metric}"] for r in rows], label="validation")
+        ax.set_xlabel("update step")
+        ax.set_ylabel(label)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = out_dir / f"{metric}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def plot_curves(series: dict[str, tuple[list, list]], path, xlabel: str, ylabel: str,
+                title: str = "", logx: bool = False, logy: bool = False) -> Path:
+    """One figure with a line per named ``(x, y)`` series."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
+    for name, (x, y) in series.items():
+        ax.plot(x, y, marker="o" if len(x) < 40 else None, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
