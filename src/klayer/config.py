@@ -50,7 +50,13 @@ class ModelConfig:
 
     def network_config(self, input_size: int, n_classes: int, dtype: str) -> NetworkConfig:
         return NetworkConfig(
-            input_size, self.hidden, n_classes, self.batch_norm, self.init, self.sigma, self.eps,
+            input_size,
+            self.hidden,
+            n_classes,
+            self.batch_norm,
+            self.init,
+            self.sigma,
+            self.eps,
             dtype,
         )
 
@@ -106,7 +112,16 @@ class TrainConfig:
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key} must be at least 1, got {getattr(self, key)}")
-        for key in ("lam", "eta_min", "eta_max", "eta", "decay", "momentum", "eval_train_subset", "checkpoint_every"):
+        for key in (
+            "lam",
+            "eta_min",
+            "eta_max",
+            "eta",
+            "decay",
+            "momentum",
+            "eval_train_subset",
+            "checkpoint_every",
+        ):
             if getattr(self, key) < 0:
                 raise ConfigError(f"train.{key} must not be negative, got {getattr(self, key)}")
         if not 0 <= self.bn_alpha <= 1 or self.momentum >= 1:
@@ -218,9 +233,7 @@ def _section(cls, values: dict, prefix: str):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ConfigError(
-            f"unknown key {prefix}.{unknown[0]} (known: {', '.join(sorted(names))})"
-        )
+        raise ConfigError(f"unknown key {prefix}.{unknown[0]} (known: {', '.join(sorted(names))})")
     kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}") for k, v in values.items()}
     try:
         return cls(**kwargs)

@@ -115,9 +115,7 @@ def init_params(config: NetworkConfig, rng: np.random.Generator) -> dict[str, np
     sizes = config.sizes
     for l in range(1, config.n_layers + 1):
         m_in, m_out = sizes[l - 1], sizes[l]
-        std = {"he": np.sqrt(2.0 / m_in), "xavier": np.sqrt(1.0 / m_in), "normal": config.sigma}[
-            config.init
-        ]
+        std = {"he": np.sqrt(2.0 / m_in), "xavier": np.sqrt(1.0 / m_in), "normal": config.sigma}[config.init]
         params[f"W{l}"] = (std * rng.standard_normal((m_out, m_in))).astype(dtype)
         params[f"b{l}"] = np.zeros(m_out, dtype)
         if config.batch_norm and l < config.n_layers:
@@ -212,8 +210,7 @@ def _lam_like(lam, W):
 def weight_penalty(params, config: NetworkConfig):
     """``sum_l ||W_l||_F^2`` per model: a scalar or a ``(K,)`` array."""
     return sum(
-        np.einsum("...ij,...ij->...", params[f"W{l}"], params[f"W{l}"])
-        for l in range(1, config.n_layers + 1)
+        np.einsum("...ij,...ij->...", params[f"W{l}"], params[f"W{l}"]) for l in range(1, config.n_layers + 1)
     )
 
 
@@ -284,9 +281,7 @@ class Network:
 
     def predict_proba(self, X, chunk: int = 10000):
         """Class probabilities ``(..., N, C)`` in evaluation mode, computed in chunks of rows."""
-        parts = [
-            layers.softmax(self.forward(X[i : i + chunk])) for i in range(0, max(len(X), 1), chunk)
-        ]
+        parts = [layers.softmax(self.forward(X[i : i + chunk])) for i in range(0, max(len(X), 1), chunk)]
         return np.concatenate(parts, axis=-2)
 
     def evaluate(self, X, y, lam=0.0, chunk: int = 10000):

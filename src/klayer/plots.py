@@ -44,8 +44,15 @@ def plot_history(rows: list[dict], out_dir, title: str = "") -> list[Path]:
     return paths
 
 
-def plot_curves(series: dict[str, tuple[list, list]], path, xlabel: str, ylabel: str,
-                title: str = "", logx: bool = False, logy: bool = False) -> Path:
+def plot_curves(
+    series: dict[str, tuple[list, list]],
+    path,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    logx: bool = False,
+    logy: bool = False,
+) -> Path:
     """One figure with a line per named ``(x, y)`` series."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)

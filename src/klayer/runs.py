@@ -42,9 +42,15 @@ __all__ = [
 
 MODEL_FORMAT = "klayer-model-1"
 HISTORY_FIELDS = (
-    "step", "epoch", "eta",
-    "train_cost", "train_loss", "train_accuracy",
-    "val_cost", "val_loss", "val_accuracy",
+    "step",
+    "epoch",
+    "eta",
+    "train_cost",
+    "train_loss",
+    "train_accuracy",
+    "val_cost",
+    "val_loss",
+    "val_accuracy",
 )
 
 
@@ -137,8 +143,7 @@ def read_history(path) -> list[dict]:
     """Rows of a ``history.csv`` as dicts of numbers."""
     with open(path, newline="") as f:
         return [
-            {k: (int(v) if k in ("step",) else float(v)) for k, v in row.items()}
-            for row in csv.DictReader(f)
+            {k: (int(v) if k in ("step",) else float(v)) for k, v in row.items()} for row in csv.DictReader(f)
         ]
 
 

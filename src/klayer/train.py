@@ -207,13 +207,15 @@ class Trainer:
         va = self.stack.evaluate(self.data.X_val, self.data.y_val, self.lam)
         eta = self.eta_at(self.t)
         for i in range(self.K):
-            self.history[i].append({
-                "step": self.t,
-                "epoch": self.t / self.steps_per_epoch,
-                "eta": float(eta[i]),
-                **{f"train_{k}": float(v[i]) for k, v in tr.items()},
-                **{f"val_{k}": float(v[i]) for k, v in va.items()},
-            })
+            self.history[i].append(
+                {
+                    "step": self.t,
+                    "epoch": self.t / self.steps_per_epoch,
+                    "eta": float(eta[i]),
+                    **{f"train_{k}": float(v[i]) for k, v in tr.items()},
+                    **{f"val_{k}": float(v[i]) for k, v in va.items()},
+                }
+            )
         self.eval_seconds += time.perf_counter() - t0
 
     # -- the loop -----------------------------------------------------------------------------
@@ -234,8 +236,15 @@ class Trainer:
             if self.t == 0 and not self.history[0]:
                 self.init_bn_state()
                 self.evaluate()
-            with tqdm(total=T, initial=self.t, desc=desc, unit="upd", disable=progress is False or None,
-                      leave=False, mininterval=1.0) as bar:
+            with tqdm(
+                total=T,
+                initial=self.t,
+                desc=desc,
+                unit="upd",
+                disable=progress is False or None,
+                leave=False,
+                mininterval=1.0,
+            ) as bar:
                 while self.t < T:
                     self.step()
                     bar.update(1)
@@ -353,7 +362,8 @@ def _results(trainer: Trainer, i: int, wall: float, extra: dict) -> dict:
         "shuffle_seed": tc.data_seed,
         "train_eval_on": (
             f"fixed random subset of {len(trainer.y_eval)} training images"
-            if len(trainer.y_eval) < len(data.y_train) else f"all {len(data.y_train)} training images"
+            if len(trainer.y_eval) < len(data.y_train)
+            else f"all {len(data.y_train)} training images"
         ),
         "eval_train_subset": len(trainer.y_eval),
         "sizes": data.sizes(),
@@ -372,7 +382,10 @@ def _finish_run(trainer: Trainer, i: int, out: Path, wall: float, extra: dict) -
     write_history(out / "history.csv", trainer.history[i])
     if res["status"] == "complete":
         save_model(
-            out / "model.safetensors", trainer.network(i), trainer.data.mean, trainer.data.std,
+            out / "model.safetensors",
+            trainer.network(i),
+            trainer.data.mean,
+            trainer.data.std,
             {"name": res["name"], "test_accuracy": res["test_accuracy"]},
         )
     plot_history(trainer.history[i], out, title=res["name"])
@@ -453,10 +466,16 @@ def train(
         except DivergenceError:
             if out is not None:
                 write_history(out / "history.csv", trainer.history[0])
-                write_json(out / "results.json", {
-                    "name": config.name, "status": "diverged", "diverged_at_step": trainer.t,
-                    "seed": tc.seed, "note": "no model written; checkpoint.safetensors is the last good state",
-                })
+                write_json(
+                    out / "results.json",
+                    {
+                        "name": config.name,
+                        "status": "diverged",
+                        "diverged_at_step": trainer.t,
+                        "seed": tc.seed,
+                        "note": "no model written; checkpoint.safetensors is the last good state",
+                    },
+                )
             raise
         wall = time.perf_counter() - t_wall
         if out is None:
@@ -497,4 +516,3 @@ def train_lockstep(
                 atomic_write(d / "config.toml", cfg.to_toml())
                 out.append(_finish_run(trainer, i, d, wall, {}))
     return out
-

@@ -45,7 +45,16 @@ __all__ = [
 
 BATCHES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
 CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 N_FEATURES = 3072
 N_CLASSES = 10
@@ -63,16 +72,25 @@ class Layout:
 
 LAYOUTS = {
     "python": Layout(
-        "python", "cifar-10-python.tar.gz", "cifar-10-batches-py", "",
+        "python",
+        "cifar-10-python.tar.gz",
+        "cifar-10-batches-py",
+        "",
         # the official archive, and the shared JPEG-re-encoded copy used on the project's machines
         frozenset({"c58f30108f718f92721af3b95e74349a", "fc8832d3986e8d0d7b203ef24c08baea"}),
     ),
     "binary": Layout(
-        "binary", "cifar-10-binary.tar.gz", "cifar-10-batches-bin", ".bin",
+        "binary",
+        "cifar-10-binary.tar.gz",
+        "cifar-10-batches-bin",
+        ".bin",
         frozenset({"c32a1d4ab5d03f1284b67883e8d87530"}),
     ),
     "matlab": Layout(
-        "matlab", "cifar-10-matlab.tar.gz", "cifar-10-batches-mat", ".mat",
+        "matlab",
+        "cifar-10-matlab.tar.gz",
+        "cifar-10-batches-mat",
+        ".mat",
         frozenset({"70270af85842c9e89bb428ec9976c926"}),
     ),
 }
@@ -135,9 +153,7 @@ def parse_binary_batch(data: bytes, path):
     """A ``.bin`` batch: records of 1 label byte and 3072 pixel bytes."""
     rec = N_FEATURES + 1
     if len(data) == 0 or len(data) % rec:
-        raise DataError(
-            path, f"size {len(data)} bytes is not a positive multiple of {rec} (truncated?)"
-        )
+        raise DataError(path, f"size {len(data)} bytes is not a positive multiple of {rec} (truncated?)")
     a = np.frombuffer(data, np.uint8).reshape(-1, rec)
     return _check_batch(a[:, 1:], a[:, 0].astype(np.int64), path)
 

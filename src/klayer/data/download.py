@@ -51,7 +51,10 @@ def download(url: str, dest, md5s: set[str] | None, progress: bool | None = None
                 total = int(total) if total and total.isdigit() else None
                 got = 0
                 with tqdm(
-                    total=total, unit="B", unit_scale=True, desc=dest.name,
+                    total=total,
+                    unit="B",
+                    unit_scale=True,
+                    desc=dest.name,
                     disable=None if progress is None else not progress,
                 ) as bar:
                     while True:
@@ -71,9 +74,7 @@ def download(url: str, dest, md5s: set[str] | None, progress: bool | None = None
             os.fsync(out.fileno())
         digest = h.hexdigest()
         if md5s is not None and digest not in md5s:
-            raise ChecksumError(
-                url, f"md5 mismatch: got {digest}, expected {' or '.join(sorted(md5s))}"
-            )
+            raise ChecksumError(url, f"md5 mismatch: got {digest}, expected {' or '.join(sorted(md5s))}")
         os.replace(tmp, dest)
     except BaseException:
         if os.path.exists(tmp):

@@ -45,8 +45,7 @@ def parse_idx(data: bytes, path) -> np.ndarray:
     shape, dtype, offset, n_bytes = _header(data[:20], path)
     if len(data) - offset != n_bytes:
         raise DataError(
-            path, f"IDX header says {n_bytes} data bytes for shape {shape}, file has "
-            f"{len(data) - offset}"
+            path, f"IDX header says {n_bytes} data bytes for shape {shape}, file has {len(data) - offset}"
         )
     return np.frombuffer(data, dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
 

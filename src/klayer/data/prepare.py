@@ -137,10 +137,16 @@ def prepare(raw: RawData, split: str = "all", n_val: int = 5000, dtype="float32"
     (Xtr, ytr), (Xva, yva), (Xte, yte) = split_raw(raw, split, n_val)
     mean, std = feature_stats(Xtr)
     return Dataset(
-        standardize(Xtr, mean, std, dtype), ytr.copy(),
-        standardize(Xva, mean, std, dtype), yva.copy(),
-        standardize(Xte, mean, std, dtype), yte.copy(),
-        mean, std, raw.n_classes, raw.source,
+        standardize(Xtr, mean, std, dtype),
+        ytr.copy(),
+        standardize(Xva, mean, std, dtype),
+        yva.copy(),
+        standardize(Xte, mean, std, dtype),
+        yte.copy(),
+        mean,
+        std,
+        raw.n_classes,
+        raw.source,
     )
 
 
@@ -158,7 +164,5 @@ def load_dataset(config: DataConfig, root=None, dtype="float32", progress=None) 
     else:
         names = ("data_batch_1", "data_batch_2", "test_batch") if config.split == "batch1" else None
         kwargs = {"batches": names} if names else {}
-        raw = load_cifar10(
-            root, config.layout, download_missing=config.download, progress=progress, **kwargs
-        )
+        raw = load_cifar10(root, config.layout, download_missing=config.download, progress=progress, **kwargs)
     return prepare(raw, config.split, config.n_val, dtype)

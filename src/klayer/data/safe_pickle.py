@@ -2,12 +2,15 @@
 
 A pickle can name any importable callable and call it while loading (``os.system`` is the usual
 example). CIFAR batches need only three globals: ``numpy.ndarray``, ``numpy.dtype`` and
-``numpy.core.multiarray._reconstruct`` (``numpy._core`` in NumPy 2). Every other global is refused
-before anything is imported or called.
+``numpy.core.multiarray._reconstruct`` (``numpy._core`` in NumPy 2). Batches re-saved by Python 3
+with protocol 2 also store ``bytes`` as ``_codecs.encode(text, "latin1")``; that one is allowed
+through a wrapper that accepts the latin-1 codec only. Every other global is refused before
+anything is imported or called.
 """
 
 from __future__ import annotations
 
+import codecs
 import io
 import pickle
 
@@ -22,7 +25,15 @@ except ImportError:  # pragma: no cover - NumPy 1.x
 
 __all__ = ["safe_loads"]
 
+
+def _latin1_encode(text, encoding="utf-8", errors="strict"):
+    if not isinstance(text, str) or codecs.lookup(encoding).name != "iso8859-1":
+        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r} is not allowed")
+    return text.encode("latin-1", errors="strict")
+
+
 _ALLOWED = {
+    ("_codecs", "encode"): _latin1_encode,
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy", "ndarray"): np.ndarray,
