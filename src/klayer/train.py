@@ -163,7 +163,8 @@ class Trainer:
         """One mini-batch update of every network."""
         X, y = self._batch()
         params, bn_state = self.stack.params, self.stack.bn_state
-        cost, loss, grads, stats = loss_and_grads(params, X, y, self.config, self.lam)
+        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite cost is handled below
+            cost, loss, grads, stats = loss_and_grads(params, X, y, self.config, self.lam)
         bad = ~np.isfinite(cost)
         if bad.any():
             self._diverge(bad, cost, grads)
@@ -203,8 +204,9 @@ class Trainer:
     def evaluate(self):
         """Append one history row per network: cost, loss, accuracy on train and val."""
         t0 = time.perf_counter()
-        tr = self.stack.evaluate(self.X_eval, self.y_eval, self.lam)
-        va = self.stack.evaluate(self.data.X_val, self.data.y_val, self.lam)
+        with np.errstate(over="ignore", invalid="ignore"):  # diverged networks of a stack
+            tr = self.stack.evaluate(self.X_eval, self.y_eval, self.lam)
+            va = self.stack.evaluate(self.data.X_val, self.data.y_val, self.lam)
         eta = self.eta_at(self.t)
         for i in range(self.K):
             self.history[i].append(
