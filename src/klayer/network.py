@@ -28,6 +28,7 @@ __all__ = [
     "forward",
     "backward",
     "loss_and_grads",
+    "data_loss_and_grads",
     "stack_networks",
     "unstack_network",
 ]
@@ -214,6 +215,26 @@ def weight_penalty(params, config: NetworkConfig):
     )
 
 
+def data_loss_and_grads(params, X, y, config: NetworkConfig, scale=None):
+    """Mean cross-entropy and the gradients of its data term only (no penalty).
+
+    Parameters
+    ----------
+    scale : None, or a (K,) array multiplying each network's upstream gradient, so that every
+        gradient comes out multiplied by it (the trainer passes the learning rates, which saves a
+        pass over the weights).
+
+    Returns
+    -------
+    loss : (...) array; grads : dict; batch_stats : dict (see :func:`loss_and_grads`).
+    """
+    scores, caches, batch_stats = forward(params, X, config, train=True)
+    loss, dscores = layers.softmax_cross_entropy(scores, y)
+    if scale is not None:
+        dscores *= np.asarray(scale, dscores.dtype).reshape(-1, 1, 1)
+    return loss, backward(dscores, caches, config), batch_stats
+
+
 def loss_and_grads(params, X, y, config: NetworkConfig, lam):
     """Cost, loss and gradients of every parameter on one batch, batch norm in training mode.
 
@@ -236,16 +257,11 @@ def loss_and_grads(params, X, y, config: NetworkConfig, lam):
     The penalty is the assignments' ``lam * sum ||W||^2`` (gradient ``2 lam W``). scikit-learn's
     ``alpha`` is ``0.5 * alpha * ||W||^2 / n_samples``, so ``alpha = 2 * lam * batch_size``.
     """
-    scores, caches, batch_stats = forward(params, X, config, train=True)
-    loss, dscores = layers.softmax_cross_entropy(scores, y)
-    grads = backward(dscores, caches, config)
-    penalty = 0
+    loss, grads, batch_stats = data_loss_and_grads(params, X, y, config)
     for l in range(1, config.n_layers + 1):
         W = params[f"W{l}"]
-        lam_W = _lam_like(lam, W)
-        grads[f"W{l}"] += 2 * lam_W * W
-        penalty = penalty + np.einsum("...ij,...ij->...", W, W)
-    cost = loss + np.asarray(lam) * penalty
+        grads[f"W{l}"] += 2 * _lam_like(lam, W) * W
+    cost = loss + np.asarray(lam) * weight_penalty(params, config)
     return cost, loss, grads, batch_stats
 
 

@@ -29,7 +29,8 @@ from . import __version__
 from .config import ExperimentConfig
 from .data.prepare import Dataset, load_dataset
 from .errors import ConfigError, DivergenceError, KlayerError
-from .network import Network, loss_and_grads, stack_networks, unstack_network
+from .network import Network, data_loss_and_grads, stack_networks, unstack_network
+from .optim import sgd_update
 from .runs import atomic_write, save_model, write_history, write_json
 from .schedules import constant_eta, cyclic_eta, decay_eta
 
@@ -163,24 +164,13 @@ class Trainer:
         """One mini-batch update of every network."""
         X, y = self._batch()
         params, bn_state = self.stack.params, self.stack.bn_state
-        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite cost is handled below
-            cost, loss, grads, stats = loss_and_grads(params, X, y, self.config, self.lam)
-        bad = ~np.isfinite(cost)
-        if bad.any():
-            self._diverge(bad, cost, grads)
         eta = self.eta_at(self.t).astype(self.lam.dtype)
-        mom = self.tc.momentum
-        for name, g in grads.items():
-            e = eta.reshape((self.K,) + (1,) * (g.ndim - 1))
-            p = params[name]
-            if mom:
-                v = self.velocity[name]
-                v *= mom
-                v -= e * g
-                p += v
-            else:
-                g *= e
-                p -= g
+        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite loss is handled below
+            loss, grads, stats = data_loss_and_grads(params, X, y, self.config, scale=eta)
+        bad = ~np.isfinite(loss)
+        if bad.any():
+            self._diverge(bad, loss, grads)
+        sgd_update(params, grads, eta, self.lam, self.velocity, self.tc.momentum)
         a = self.tc.bn_alpha
         for k, mu in stats.items():
             s = bn_state[k]
@@ -190,7 +180,7 @@ class Trainer:
 
     def _diverge(self, bad, cost, grads):
         if self.K == 1:
-            raise DivergenceError(self.t, float(cost[0]))
+            raise DivergenceError(self.t, float(cost[0]))  # the loss, which the cost contains
         for i in np.flatnonzero(bad):
             if self.diverged[i] is None:
                 self.diverged[i] = self.t

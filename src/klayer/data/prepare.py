@@ -21,7 +21,16 @@ from ..errors import ConfigError, DataError
 from .cifar10 import RawData, load_cifar10
 from .idx import load_idx_folder
 
-__all__ = ["DataConfig", "Dataset", "feature_stats", "standardize", "split_raw", "prepare", "load_dataset"]
+__all__ = [
+    "DataConfig",
+    "Dataset",
+    "feature_stats",
+    "fit_standardize",
+    "standardize",
+    "split_raw",
+    "prepare",
+    "load_dataset",
+]
 
 SPLITS = ("all", "batch1")
 
@@ -87,29 +96,71 @@ def feature_stats(X: np.ndarray, chunk: int = 4096):
     """Per-feature mean and standard deviation (1/N) of ``X: (N, d)``, in float64, chunked."""
     N, d = X.shape
     total = np.zeros(d)
-    for i in range(0, N, chunk):
-        total += X[i : i + chunk].sum(axis=0, dtype=np.float64)
-    mean = total / N
     sq = np.zeros(d)
     for i in range(0, N, chunk):
-        c = X[i : i + chunk] - mean
+        c = X[i : i + chunk].astype(np.float64)
+        total += c.sum(axis=0)
         sq += np.einsum("ij,ij->j", c, c)
-    std = np.sqrt(sq / N)
+    mean = total / N
+    var = np.maximum(sq / N - mean**2, 0.0)
+    if not np.issubdtype(X.dtype, np.integer):  # two-pass for real-valued data, for accuracy
+        sq = np.zeros(d)
+        for i in range(0, N, chunk):
+            c = X[i : i + chunk] - mean
+            sq += np.einsum("ij,ij->j", c, c)
+        var = sq / N
+    std = np.sqrt(var)
     std[std == 0] = 1.0  # a constant feature (MNIST borders) is centred, not scaled
     return mean, std
 
 
-def standardize(X: np.ndarray, mean, std, dtype="float32", chunk: int = 4096) -> np.ndarray:
-    """``(X - mean) / std`` into a new array of ``dtype``, chunk by chunk."""
-    dtype = np.dtype(dtype)
-    out = np.empty(X.shape, dtype)
-    m = mean.astype(dtype)
-    inv = (1.0 / std).astype(dtype)
-    for i in range(0, len(X), chunk):
+def _standardize_inplace(out: np.ndarray, mean, std, chunk: int = 1024):
+    m = mean.astype(out.dtype)
+    inv = (1.0 / std).astype(out.dtype)
+    for i in range(0, len(out), chunk):
         o = out[i : i + chunk]
-        np.subtract(X[i : i + chunk], m, out=o, dtype=dtype)
+        o -= m
         o *= inv
+
+
+def standardize(X: np.ndarray, mean, std, dtype="float32", chunk: int = 1024) -> np.ndarray:
+    """``(X - mean) / std`` into a new array of ``dtype``, chunk by chunk."""
+    out = np.empty(X.shape, np.dtype(dtype))
+    for i in range(0, len(X), chunk):
+        out[i : i + chunk] = X[i : i + chunk]
+    _standardize_inplace(out, mean, std, chunk)
     return out
+
+
+def fit_standardize(X: np.ndarray, dtype="float32"):
+    """Training statistics and the standardized training data, in two passes and no float64 copy.
+
+    For 8-bit data, the first pass casts chunks of 256 rows into the output and sums them and
+    their squares in float32, exactly (256 * 255**2 < 2**24), accumulating in float64; the second
+    standardizes the output in place.
+
+    Returns
+    -------
+    out : (N, d) array of ``dtype``; mean, std : (d,) float64.
+    """
+    if X.dtype != np.uint8:
+        mean, std = feature_stats(X)
+        return standardize(X, mean, std, dtype), mean, std
+    N, d = X.shape
+    out = np.empty(X.shape, np.dtype(dtype))
+    s1, s2 = np.zeros(d), np.zeros(d)
+    buf = np.empty((256, d), np.float32)
+    for i in range(0, N, 256):
+        c = buf[: min(256, N - i)]
+        c[...] = X[i : i + 256]
+        s1 += c.sum(axis=0)
+        s2 += np.einsum("ij,ij->j", c, c)
+        out[i : i + 256] = c
+    mean = s1 / N
+    std = np.sqrt(np.maximum(s2 / N - mean**2, 0.0))
+    std[std == 0] = 1.0
+    _standardize_inplace(out, mean, std)
+    return out, mean, std
 
 
 def split_raw(raw: RawData, split: str = "all", n_val: int = 5000):
@@ -135,9 +186,9 @@ def split_raw(raw: RawData, split: str = "all", n_val: int = 5000):
 def prepare(raw: RawData, split: str = "all", n_val: int = 5000, dtype="float32") -> Dataset:
     """Split ``raw`` and standardize every split with the training split's statistics."""
     (Xtr, ytr), (Xva, yva), (Xte, yte) = split_raw(raw, split, n_val)
-    mean, std = feature_stats(Xtr)
+    Xtr_s, mean, std = fit_standardize(Xtr, dtype)
     return Dataset(
-        standardize(Xtr, mean, std, dtype),
+        Xtr_s,
         ytr.copy(),
         standardize(Xva, mean, std, dtype),
         yva.copy(),

@@ -1,0 +1,156 @@
+"""Running many trainings: lockstep stacks, both cores, resumable, optionally on Dask.
+
+:func:`run_many` takes experiment configs and one run folder each. Finished runs (a
+``results.json`` in their folder) are read back, not retrained, so an interrupted sweep continues
+where it stopped. The others are grouped into stacks that can train in lockstep (same
+architecture, data and shuffle seed; different ``lam``, ``eta``, ``seed``, ``init``, ``sigma``),
+split into tasks of at most ``max_k`` networks, and run by ``n_jobs`` worker processes with one
+BLAS thread each (joblib), or by a Dask cluster when ``scheduler`` gives its address. Each worker
+loads and standardizes the data once and keeps it for its next tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .config import ExperimentConfig, from_dict
+from .errors import KlayerError
+
+__all__ = ["run_many", "load_results", "lockstep_groups"]
+
+_DATA_CACHE: dict = {}
+
+
+def load_results(run_dir) -> dict | None:
+    """The ``results.json`` of a finished run, or None."""
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        return None
+    try:
+        res = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return res if res.get("status") in ("complete", "diverged") else None
+
+
+def lockstep_groups(configs: list[ExperimentConfig]) -> list[list[int]]:
+    """Indices of configs grouped so that each group can train in one lockstep stack."""
+    from .train import _shared_part
+
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(configs):
+        groups.setdefault(json.dumps(_shared_part(c), sort_keys=True), []).append(i)
+    return list(groups.values())
+
+
+def _dataset(config: ExperimentConfig, root):
+    from .data.prepare import load_dataset
+
+    key = (json.dumps(config.data.to_dict(), sort_keys=True), str(root), config.train.dtype)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()  # one data set per worker at a time
+        _DATA_CACHE[key] = load_dataset(config.data, root, dtype=config.train.dtype, progress=False)
+    return _DATA_CACHE[key]
+
+
+def _run_task(
+    config_dicts: list[dict], outs: list[str], root, lockstep: bool, threads: int = 1
+) -> list[dict]:
+    """Worker entry point: train one lockstep stack (or its members one by one)."""
+    from .train import train, train_lockstep
+
+    configs = [from_dict(d) for d in config_dicts]
+    data = _dataset(configs[0], root)
+    if lockstep:
+        return train_lockstep(configs, data, outs, progress=False, blas_threads=threads)
+    results = []
+    for c, o in zip(configs, outs, strict=True):
+        c = c.replace(train={"blas_threads": threads})
+        results.append(train(c, data, out=o, progress=False).results)
+    return results
+
+
+def _tasks(configs, pending: list[int], n_jobs: int, max_k: int, lockstep: bool):
+    groups = (
+        lockstep_groups([configs[i] for i in pending]) if lockstep else [[i] for i in range(len(pending))]
+    )
+    total = len(pending)
+    tasks = []
+    for g in groups:
+        idx = [pending[i] for i in g]
+        # enough tasks to keep every worker busy, none larger than max_k
+        n_chunks = max(math.ceil(len(idx) / max_k), min(len(idx), math.ceil(n_jobs * len(idx) / total)))
+        size = math.ceil(len(idx) / n_chunks)
+        tasks += [idx[j : j + size] for j in range(0, len(idx), size)]
+    return tasks
+
+
+def run_many(
+    configs: list[ExperimentConfig],
+    run_dirs: list,
+    data_root=None,
+    n_jobs: int | None = None,
+    lockstep: bool = True,
+    max_k: int = 16,
+    scheduler: str | None = None,
+    progress: bool | None = None,
+) -> list[dict]:
+    """Train every config into its run folder; return the results in the same order.
+
+    Parameters
+    ----------
+    configs, run_dirs : one run folder per config.
+    data_root : data folder (``--data``), passed to every worker.
+    n_jobs : worker processes (default: every core); each uses one BLAS thread.
+    lockstep : train compatible configs as one stack (see :mod:`klayer.train`).
+    max_k : largest stack.
+    scheduler : address of a Dask scheduler (``tcp://host:8786``); the workers there need the
+        data at ``data_root``, or their own ``$KLAYER_DATA``.
+    """
+    if len(configs) != len(run_dirs):
+        raise KlayerError("run_many needs one run folder per config")
+    run_dirs = [Path(d) for d in run_dirs]
+    results: list[dict | None] = [load_results(d) for d in run_dirs]
+    pending = [i for i, r in enumerate(results) if r is None]
+    n_jobs = n_jobs or os.cpu_count() or 1
+    tasks = _tasks(configs, pending, n_jobs, max_k, lockstep)
+    root = str(data_root) if data_root is not None else None
+    payload = [
+        ([configs[i].to_dict() for i in t], [str(run_dirs[i]) for i in t], root, lockstep) for t in tasks
+    ]
+    bar = tqdm(total=len(pending), desc="runs", unit="run", disable=progress is False or None)
+    with bar:
+        if not payload:
+            pass
+        elif scheduler:
+            from dask.distributed import Client, as_completed
+
+            with Client(scheduler) as client:
+                futures = {
+                    client.submit(_run_task, *p, pure=False): t for p, t in zip(payload, tasks, strict=True)
+                }
+                for fut in as_completed(futures):
+                    for i, r in zip(futures[fut], fut.result(), strict=True):
+                        results[i] = r
+                    bar.update(len(futures[fut]))
+        elif n_jobs == 1 or len(payload) == 1:  # in this process, with every thread we may use
+            for p, t in zip(payload, tasks, strict=True):
+                for i, r in zip(t, _run_task(*p, threads=n_jobs), strict=True):
+                    results[i] = r
+                bar.update(len(t))
+        else:
+            from joblib import Parallel, delayed
+
+            out = Parallel(n_jobs=min(n_jobs, len(payload)), return_as="generator")(
+                delayed(_run_task)(*p) for p in payload
+            )
+            for t, res in zip(tasks, out, strict=True):
+                for i, r in zip(t, res, strict=True):
+                    results[i] = r
+                bar.update(len(t))
+    return results
