@@ -38,9 +38,7 @@ print(json.dumps({"seconds": r.results["wall_seconds"], "peak_mb": resource.getr
 
 
 def measure(code, *args):
-    out = subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, check=True
-    )
+    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -54,12 +52,10 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         with tarfile.open(Path(args.archive_dir) / "cifar-10-python.tar.gz") as tar:
             tar.extractall(tmp, filter="data")
-        for rep in range(args.repeats):
+        for _ in range(args.repeats):
             for name, root in (("archive", args.archive_dir), ("folder", tmp)):
                 rows.setdefault(name, []).append(measure(LOAD, root))
-        rows["training run (1 cycle, 3-layer BN)"] = [
-            measure(TRAIN, tmp, ROOT / "experiments/a3_3layer_bn.toml")
-        ]
+        rows["training run (1 cycle, 3-layer BN)"] = [measure(TRAIN, tmp, ROOT / "experiments/a3_3layer_bn.toml")]
     lines = [
         f"klayer data loading, {time.strftime('%Y-%m-%d %H:%M')}; medians of {args.repeats} fresh processes",
         f"{'what':40s} {'seconds':>8s} {'peak MB':>8s}",

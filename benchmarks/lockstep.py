@@ -63,9 +63,7 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        res = run_many(
-            cfgs, [Path(tmp) / c.name for c in cfgs], data_root=args.data, n_jobs=2, progress=False
-        )
+        res = run_many(cfgs, [Path(tmp) / c.name for c in cfgs], data_root=args.data, n_jobs=2, progress=False)
         lock_wall = time.perf_counter() - t
     accs = [r["test_accuracy"] for r in res]
     print(f"lockstep: {lock_wall:.1f} s for {args.k} runs", flush=True)

@@ -38,9 +38,7 @@ def torch_train(
     Xv, yv = torch.from_numpy(data.X_val.astype(np.float32)), torch.from_numpy(data.y_val)
     Xt, yt = torch.from_numpy(data.X_test.astype(np.float32)), torch.from_numpy(data.y_test)
     if eval_train_subset:
-        sub = torch.from_numpy(
-            np.sort(np.random.default_rng(seed).choice(len(y), eval_train_subset, replace=False))
-        )
+        sub = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(len(y), eval_train_subset, replace=False)))
         Xe, ye = X[sub], y[sub]
     else:
         Xe, ye = X, y

@@ -127,9 +127,7 @@ def small_config(**train):
         checkpoint_every=0,
     )
     base.update(train)
-    return ExperimentConfig(
-        name="small", model=ModelConfig(hidden=(16, 8), batch_norm=True), train=TrainConfig(**base)
-    )
+    return ExperimentConfig(name="small", model=ModelConfig(hidden=(16, 8), batch_norm=True), train=TrainConfig(**base))
 
 
 def test_training_learns_and_records_history(rng):
@@ -260,9 +258,7 @@ def test_atomic_write_never_leaves_a_partial_file(tmp_path, monkeypatch):
 
 def test_divergence_stops_with_the_step_and_keeps_the_last_checkpoint(tmp_path, rng):
     data = tiny_dataset(rng, dtype="float32")
-    cfg = small_config(
-        schedule="constant", eta=100.0, n_epochs=5, checkpoint_every=1, lam=0.0, dtype="float32"
-    )
+    cfg = small_config(schedule="constant", eta=100.0, n_epochs=5, checkpoint_every=1, lam=0.0, dtype="float32")
     cfg = ExperimentConfig(name="big_eta", model=ModelConfig(hidden=(16, 16, 16, 16)), train=cfg.train)
     out = tmp_path / "run"
     with pytest.raises(DivergenceError, match=r"at update step \d+") as e:
@@ -311,9 +307,7 @@ def write_idx_data(folder: Path, rng, n_train=700, n_test=200, C=10):
     for part, n in (("train", n_train), ("t10k", n_test)):
         y = rng.integers(0, C, n)
         X = np.clip(centers[y] + rng.normal(0, 40, (n, 64)), 0, 255).astype(np.uint8).reshape(n, 8, 8)
-        (folder / f"{part}-images-idx3-ubyte").write_bytes(
-            struct.pack(">BBBB3I", 0, 0, 8, 3, n, 8, 8) + X.tobytes()
-        )
+        (folder / f"{part}-images-idx3-ubyte").write_bytes(struct.pack(">BBBB3I", 0, 0, 8, 3, n, 8, 8) + X.tobytes())
         (folder / f"{part}-labels-idx1-ubyte").write_bytes(
             struct.pack(">BBBBI", 0, 0, 8, 1, n) + y.astype(np.uint8).tobytes()
         )
@@ -380,10 +374,7 @@ def test_cli_train_evaluate_predict(tmp_path, idx_experiment):
 
 def test_cli_exit_codes(tmp_path, idx_experiment, capsys):
     exp, data = idx_experiment
-    assert (
-        main(["train", str(exp), "--data", str(data), "--set", "train.lamda=1", "--out", str(tmp_path / "x")])
-        == 1
-    )
+    assert main(["train", str(exp), "--data", str(data), "--set", "train.lamda=1", "--out", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("klayer: error: unknown key train.lamda") and err.count("\n") == 1
     assert main(["train", str(tmp_path / "missing.toml")]) == 1

@@ -128,9 +128,7 @@ def cmd_predict(args) -> int:
     if X.ndim == 1:
         X = X[None, :]
     if X.ndim != 2 or X.shape[1] != network.config.input_size:
-        raise DataError(
-            args.rows, f"rows have shape {X.shape}, the model expects (N, {network.config.input_size})"
-        )
+        raise DataError(args.rows, f"rows have shape {X.shape}, the model expects (N, {network.config.input_size})")
     if not np.issubdtype(X.dtype, np.number):
         raise DataError(args.rows, f"rows have dtype {X.dtype}, expected numbers")
     Xs = standardize(X, mean, std, network.config.dtype) if mean is not None else X
@@ -200,9 +198,7 @@ def cmd_sanity(args) -> int:
         seed=args.seed,
     )
     for r in rows[:: max(1, len(rows) // 10)] + [rows[-1]]:
-        print(
-            f"epoch {r['epoch']:6.1f}  train loss {r['train_loss']:.5f}  train acc {r['train_accuracy']:.3f}"
-        )
+        print(f"epoch {r['epoch']:6.1f}  train loss {r['train_loss']:.5f}  train acc {r['train_accuracy']:.3f}")
     if args.out:
         from .plots import plot_curves
 
@@ -282,9 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tol", type=float, help="pass threshold (default 1e-7 for float64, 1e-3 for float32)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--features", type=int, default=20, help="use the first d input features (0: all)")
-    g.add_argument(
-        "--max-entries", type=int, default=200, help="entries checked per parameter (random subset beyond)"
-    )
+    g.add_argument("--max-entries", type=int, default=200, help="entries checked per parameter (random subset beyond)")
     g.add_argument("--h", type=_floats, default=(1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2), help="step sizes")
     g.add_argument(
         "--source",

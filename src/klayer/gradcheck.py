@@ -112,9 +112,7 @@ class GradcheckReport:
         return [r.name for r in self.rows if self.best_error(r) > self.tol]
 
     def format_table(self) -> str:
-        head = f"{'param':<8} {'err':<4} {'checked':>11} " + " ".join(
-            f"{'h=' + format(h, '.0e'):>9}" for h in self.hs
-        )
+        head = f"{'param':<8} {'err':<4} {'checked':>11} " + " ".join(f"{'h=' + format(h, '.0e'):>9}" for h in self.hs)
         lines = [
             ", ".join(f"{k}={v}" for k, v in self.settings.items()),
             head,

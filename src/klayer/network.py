@@ -169,9 +169,7 @@ def forward(params, X, config: NetworkConfig, *, train: bool = True, bn_state=No
                 S, bn_cache, (mu, var) = layers.batchnorm_train_forward(S, gamma, beta, config.eps)
                 batch_stats[f"mu{l}"], batch_stats[f"var{l}"] = mu, var
             else:
-                S = layers.batchnorm_eval_forward(
-                    S, gamma, beta, bn_state[f"mu{l}"], bn_state[f"var{l}"], config.eps
-                )
+                S = layers.batchnorm_eval_forward(S, gamma, beta, bn_state[f"mu{l}"], bn_state[f"var{l}"], config.eps)
         H, relu_cache = layers.relu_forward(S)
         if train:
             caches.append((lin_cache, bn_cache, relu_cache))
@@ -210,9 +208,7 @@ def _lam_like(lam, W):
 
 def weight_penalty(params, config: NetworkConfig):
     """``sum_l ||W_l||_F^2`` per model: a scalar or a ``(K,)`` array."""
-    return sum(
-        np.einsum("...ij,...ij->...", params[f"W{l}"], params[f"W{l}"]) for l in range(1, config.n_layers + 1)
-    )
+    return sum(np.einsum("...ij,...ij->...", params[f"W{l}"], params[f"W{l}"]) for l in range(1, config.n_layers + 1))
 
 
 def data_loss_and_grads(params, X, y, config: NetworkConfig, scale=None):

@@ -21,9 +21,7 @@ def _per_model(v, like: np.ndarray) -> np.ndarray:
     return np.asarray(v, like.dtype).reshape((-1,) + (1,) * (like.ndim - 1))
 
 
-def sgd_update(
-    params: dict, scaled_grads: dict, eta, lam, velocity: dict | None = None, momentum: float = 0.0
-) -> None:
+def sgd_update(params: dict, scaled_grads: dict, eta, lam, velocity: dict | None = None, momentum: float = 0.0) -> None:
     """Update ``params`` in place from gradients already multiplied by ``eta``.
 
     Parameters

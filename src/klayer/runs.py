@@ -142,9 +142,7 @@ def write_history(path, rows: list[dict]) -> Path:
 def read_history(path) -> list[dict]:
     """Rows of a ``history.csv`` as dicts of numbers."""
     with open(path, newline="") as f:
-        return [
-            {k: (int(v) if k in ("step",) else float(v)) for k, v in row.items()} for row in csv.DictReader(f)
-        ]
+        return [{k: (int(v) if k in ("step",) else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def write_json(path, obj) -> Path:

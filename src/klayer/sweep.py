@@ -58,9 +58,7 @@ def _dataset(config: ExperimentConfig, root):
     return _DATA_CACHE[key]
 
 
-def _run_task(
-    config_dicts: list[dict], outs: list[str], root, lockstep: bool, threads: int = 1
-) -> list[dict]:
+def _run_task(config_dicts: list[dict], outs: list[str], root, lockstep: bool, threads: int = 1) -> list[dict]:
     """Worker entry point: train one lockstep stack (or its members one by one)."""
     from .train import train, train_lockstep
 
@@ -76,9 +74,7 @@ def _run_task(
 
 
 def _tasks(configs, pending: list[int], n_jobs: int, max_k: int, lockstep: bool):
-    groups = (
-        lockstep_groups([configs[i] for i in pending]) if lockstep else [[i] for i in range(len(pending))]
-    )
+    groups = lockstep_groups([configs[i] for i in pending]) if lockstep else [[i] for i in range(len(pending))]
     total = len(pending)
     tasks = []
     for g in groups:
@@ -120,9 +116,7 @@ def run_many(
     n_jobs = n_jobs or os.cpu_count() or 1
     tasks = _tasks(configs, pending, n_jobs, max_k, lockstep)
     root = str(data_root) if data_root is not None else None
-    payload = [
-        ([configs[i].to_dict() for i in t], [str(run_dirs[i]) for i in t], root, lockstep) for t in tasks
-    ]
+    payload = [([configs[i].to_dict() for i in t], [str(run_dirs[i]) for i in t], root, lockstep) for t in tasks]
     bar = tqdm(total=len(pending), desc="runs", unit="run", disable=progress is False or None)
     with bar:
         if not payload:
@@ -131,9 +125,7 @@ def run_many(
             from dask.distributed import Client, as_completed
 
             with Client(scheduler) as client:
-                futures = {
-                    client.submit(_run_task, *p, pure=False): t for p, t in zip(payload, tasks, strict=True)
-                }
+                futures = {client.submit(_run_task, *p, pure=False): t for p, t in zip(payload, tasks, strict=True)}
                 for fut in as_completed(futures):
                     for i, r in zip(futures[fut], fut.result(), strict=True):
                         results[i] = r

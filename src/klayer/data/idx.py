@@ -44,9 +44,7 @@ def parse_idx(data: bytes, path) -> np.ndarray:
     """An IDX array from the bytes of an uncompressed file."""
     shape, dtype, offset, n_bytes = _header(data[:20], path)
     if len(data) - offset != n_bytes:
-        raise DataError(
-            path, f"IDX header says {n_bytes} data bytes for shape {shape}, file has {len(data) - offset}"
-        )
+        raise DataError(path, f"IDX header says {n_bytes} data bytes for shape {shape}, file has {len(data) - offset}")
     return np.frombuffer(data, dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
 
 
