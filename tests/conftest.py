@@ -60,3 +60,19 @@ def tiny_dataset(rng, n_train=300, n_val=100, n_test=100, d=12, C=4, dtype="floa
     Xva, yva = make(n_val)
     Xte, yte = make(n_test)
     return Dataset(Xtr, ytr, Xva, yva, Xte, yte, np.zeros(d), np.ones(d), C, "synthetic")
+
+
+def write_idx_data(folder: Path, rng, n_train=700, n_test=200, C=10):
+    """A learnable MNIST-style data set (8x8 images) as IDX files."""
+    import struct
+
+    folder.mkdir(parents=True, exist_ok=True)
+    centers = rng.integers(40, 216, (C, 64))
+    for part, n in (("train", n_train), ("t10k", n_test)):
+        y = rng.integers(0, C, n)
+        X = np.clip(centers[y] + rng.normal(0, 40, (n, 64)), 0, 255).astype(np.uint8).reshape(n, 8, 8)
+        (folder / f"{part}-images-idx3-ubyte").write_bytes(struct.pack(">BBBB3I", 0, 0, 8, 3, n, 8, 8) + X.tobytes())
+        (folder / f"{part}-labels-idx1-ubyte").write_bytes(
+            struct.pack(">BBBBI", 0, 0, 8, 1, n) + y.astype(np.uint8).tobytes()
+        )
+    return folder

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from klayer.runs import atomic_write, read_history
 from klayer.schedules import cyclic_eta, decay_eta
 from klayer.train import Trainer, train, train_lockstep
 
-from .conftest import ROOT, tiny_dataset
+from .conftest import ROOT, tiny_dataset, write_idx_data
 
 
 # -- schedules -----------------------------------------------------------------------------------
@@ -298,22 +297,6 @@ def test_in_process_resume_is_bitwise(tmp_path, rng, monkeypatch):
 
 
 # -- the command line, as a separate process ------------------------------------------------------
-def write_idx_data(folder: Path, rng, n_train=700, n_test=200, C=10):
-    """A learnable MNIST-style data set (8x8 images) as IDX files."""
-    import struct
-
-    folder.mkdir(parents=True, exist_ok=True)
-    centers = rng.integers(40, 216, (C, 64))
-    for part, n in (("train", n_train), ("t10k", n_test)):
-        y = rng.integers(0, C, n)
-        X = np.clip(centers[y] + rng.normal(0, 40, (n, 64)), 0, 255).astype(np.uint8).reshape(n, 8, 8)
-        (folder / f"{part}-images-idx3-ubyte").write_bytes(struct.pack(">BBBB3I", 0, 0, 8, 3, n, 8, 8) + X.tobytes())
-        (folder / f"{part}-labels-idx1-ubyte").write_bytes(
-            struct.pack(">BBBBI", 0, 0, 8, 1, n) + y.astype(np.uint8).tobytes()
-        )
-    return folder
-
-
 EXP = """
 name = "idx_small"
 [model]

@@ -83,6 +83,8 @@ class TrainConfig:
     dtype : ``"float32"`` (fast) or ``"float64"``.
     checkpoint_every : updates between checkpoints (0: only at the end and on Ctrl-C).
     blas_threads : BLAS threads of this training process.
+    diagnostics : record per-layer activation and gradient statistics at every evaluation, on a
+        fixed batch of 500 training images (see :mod:`klayer.diagnostics`).
     """
 
     lam: float = 0.0
@@ -104,6 +106,7 @@ class TrainConfig:
     dtype: str = "float32"
     checkpoint_every: int = 1000
     blas_threads: int = 1
+    diagnostics: bool = False
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -266,17 +269,17 @@ def parse_override(text: str) -> tuple[str, str, object]:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
     key = key.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
     if key in ("name", "description"):
-        return "", key, raw
+        return "", key, value
     if key.count(".") != 1:
         raise ConfigError(f"override key {key!r} must look like section.key (model, data or train)")
     section, name = key.split(".")
     if section not in _SECTIONS:
         raise ConfigError(f"unknown section {section!r} in {key!r} (model, data or train)")
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
     return section, name, value
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["plot_history", "plot_curves"]
+__all__ = ["plot_history", "plot_curves", "plot_diagnostics"]
 
 _LABELS = {"cost": "cost", "loss": "loss (cross-entropy)", "accuracy": "accuracy"}
 
@@ -68,6 +68,33 @@ def plot_curves(
     ax.grid(alpha=0.3)
     if len(series) > 1:
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_diagnostics(rows: list[dict], path, title: str = "") -> Path:
+    """Per-layer std of ``S_l``, dead-unit fraction and relative gradient size against the step."""
+    plt = _pyplot()
+    steps = [r["step"] for r in rows]
+    layers = sorted({int(k[1:-4]) for k in rows[0] if k.startswith("s") and k.endswith("_std")})
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=100)
+    for l in layers:
+        axes[0].plot(steps, [max(r[f"s{l}_std"], 1e-300) for r in rows], label=f"layer {l}")
+        axes[1].plot(steps, [r[f"dead{l}"] for r in rows], label=f"layer {l}")
+        if f"grad{l}" in rows[0]:
+            axes[2].plot(steps, [max(r[f"grad{l}"], 1e-300) for r in rows], label=f"layer {l}")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("std of S_l (before batch norm)")
+    axes[1].set_ylabel("fraction of dead ReLUs")
+    axes[2].set_yscale("log")
+    axes[2].set_ylabel("||dJ/dW_l|| / ||W_l||")
+    for ax in axes:
+        ax.set_xlabel("update step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

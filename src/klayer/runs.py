@@ -139,6 +139,16 @@ def write_history(path, rows: list[dict]) -> Path:
     return atomic_write(path, buf.getvalue())
 
 
+def write_rows(path, rows: list[dict]) -> Path:
+    """A CSV of dict rows that share their keys (e.g. ``diagnostics.csv``)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    return atomic_write(path, buf.getvalue())
+
+
 def read_history(path) -> list[dict]:
     """Rows of a ``history.csv`` as dicts of numbers."""
     with open(path, newline="") as f:

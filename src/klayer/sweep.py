@@ -92,7 +92,7 @@ def run_many(
     data_root=None,
     n_jobs: int | None = None,
     lockstep: bool = True,
-    max_k: int = 16,
+    max_k: int | None = None,
     scheduler: str | None = None,
     progress: bool | None = None,
 ) -> list[dict]:
@@ -104,7 +104,8 @@ def run_many(
     data_root : data folder (``--data``), passed to every worker.
     n_jobs : worker processes (default: every core); each uses one BLAS thread.
     lockstep : train compatible configs as one stack (see :mod:`klayer.train`).
-    max_k : largest stack.
+    max_k : largest stack (default ``$KLAYER_MAX_K``, else 16); 1 trains every run on its own,
+        so that runs finish (and are saved) one at a time.
     scheduler : address of a Dask scheduler (``tcp://host:8786``); the workers there need the
         data at ``data_root``, or their own ``$KLAYER_DATA``.
     """
@@ -112,8 +113,14 @@ def run_many(
         raise KlayerError("run_many needs one run folder per config")
     run_dirs = [Path(d) for d in run_dirs]
     results: list[dict | None] = [load_results(d) for d in run_dirs]
+    for c, d, r in zip(configs, run_dirs, results, strict=True):
+        if r is not None and (d / "config.toml").read_text() != c.to_toml():
+            raise KlayerError(
+                f"{d} holds a finished run with a different config; remove it or choose another output folder"
+            )
     pending = [i for i, r in enumerate(results) if r is None]
     n_jobs = n_jobs or os.cpu_count() or 1
+    max_k = max_k or int(os.environ.get("KLAYER_MAX_K", 16))
     tasks = _tasks(configs, pending, n_jobs, max_k, lockstep)
     root = str(data_root) if data_root is not None else None
     payload = [([configs[i].to_dict() for i in t], [str(run_dirs[i]) for i in t], root, lockstep) for t in tasks]
@@ -136,8 +143,12 @@ def run_many(
                     results[i] = r
                 bar.update(len(t))
         else:
+            import warnings
+
             from joblib import Parallel, delayed
 
+            # loky restarts a worker whose memory grew (our per-worker data cache); that is fine
+            warnings.filterwarnings("ignore", message="A worker stopped while some jobs", category=UserWarning)
             out = Parallel(n_jobs=min(n_jobs, len(payload)), return_as="generator")(
                 delayed(_run_task)(*p) for p in payload
             )

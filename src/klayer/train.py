@@ -29,9 +29,9 @@ from . import __version__
 from .config import ExperimentConfig
 from .data.prepare import Dataset, load_dataset
 from .errors import ConfigError, DivergenceError, KlayerError
-from .network import Network, data_loss_and_grads, stack_networks, unstack_network
+from .network import Network, data_loss_and_grads, forward, stack_networks, unstack_network
 from .optim import sgd_update
-from .runs import atomic_write, save_model, write_history, write_json
+from .runs import atomic_write, save_model, write_history, write_json, write_rows
 from .schedules import constant_eta, cyclic_eta, decay_eta
 
 __all__ = ["Trainer", "TrainResult", "train", "train_lockstep", "rng_for", "LOCKSTEP_KEYS"]
@@ -120,6 +120,8 @@ class Trainer:
         self.perm_epoch = -1
         self.velocity = {k: np.zeros_like(p) for k, p in self.stack.params.items()} if tc.momentum else {}
         self.history: list[list[dict]] = [[] for _ in range(self.K)]
+        self.diagnostics: list[list[dict]] = [[] for _ in range(self.K)]
+        self._diag_batch = (self.X_eval[:500], self.y_eval[:500]) if tc.diagnostics else None
         self.diverged: list[int | None] = [None] * self.K
         self.train_seconds = 0.0
         self.eval_seconds = 0.0
@@ -154,8 +156,6 @@ class Trainer:
         saved = (self.rng.bit_generator.state, self.perm.copy(), self.perm_epoch)
         X, _ = self._batch()
         self.rng.bit_generator.state, self.perm, self.perm_epoch = saved
-        from .network import forward
-
         _, _, stats = forward(self.stack.params, X, self.config, train=True)
         for k, v in stats.items():
             self.stack.bn_state[k][...] = v
@@ -178,9 +178,9 @@ class Trainer:
             s += (1 - a) * mu
         self.t += 1
 
-    def _diverge(self, bad, cost, grads):
+    def _diverge(self, bad, loss, grads):
         if self.K == 1:
-            raise DivergenceError(self.t, float(cost[0]))  # the loss, which the cost contains
+            raise DivergenceError(self.t, float(loss[0]))  # a non-finite loss makes the cost so
         for i in np.flatnonzero(bad):
             if self.diverged[i] is None:
                 self.diverged[i] = self.t
@@ -198,6 +198,12 @@ class Trainer:
             tr = self.stack.evaluate(self.X_eval, self.y_eval, self.lam)
             va = self.stack.evaluate(self.data.X_val, self.data.y_val, self.lam)
         eta = self.eta_at(self.t)
+        if self._diag_batch is not None:
+            from .diagnostics import layer_diagnostics
+
+            stats = layer_diagnostics(self.stack.params, *self._diag_batch, self.config, self.lam)
+            for i in range(self.K):
+                self.diagnostics[i].append({"step": self.t, **stats[i]})
         for i in range(self.K):
             self.history[i].append(
                 {
@@ -268,6 +274,7 @@ class Trainer:
             "perm_epoch": self.perm_epoch,
             "rng": self.rng.bit_generator.state,
             "history": self.history,
+            "diagnostics": self.diagnostics,
             "diverged": self.diverged,
             "train_seconds": self.train_seconds,
             "eval_seconds": self.eval_seconds,
@@ -290,6 +297,7 @@ class Trainer:
         self.perm_epoch = meta["perm_epoch"]
         self.rng.bit_generator.state = meta["rng"]
         self.history = meta["history"]
+        self.diagnostics = meta["diagnostics"]
         self.diverged = meta["diverged"]
         self.train_seconds = meta["train_seconds"]
         self.eval_seconds = meta["eval_seconds"]
@@ -368,10 +376,13 @@ def _results(trainer: Trainer, i: int, wall: float, extra: dict) -> dict:
 
 def _finish_run(trainer: Trainer, i: int, out: Path, wall: float, extra: dict) -> dict:
     """Write history, model, results and plots of network ``i`` into its run folder."""
-    from .plots import plot_history
+    from .plots import plot_diagnostics, plot_history
 
     res = _results(trainer, i, wall, extra)
     write_history(out / "history.csv", trainer.history[i])
+    if trainer.diagnostics[i]:
+        write_rows(out / "diagnostics.csv", trainer.diagnostics[i])
+        plot_diagnostics(trainer.diagnostics[i], out / "diagnostics.png", title=res["name"])
     if res["status"] == "complete":
         save_model(
             out / "model.safetensors",

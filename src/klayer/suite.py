@@ -1,0 +1,414 @@
+"""The reports' experiment suite: studies defined in TOML, run resumably, collected in a report.
+
+A *study* is a TOML file under ``experiments/`` with a ``[study]`` table (and ``[quick]``
+reductions for ``--quick``); ``klayer reproduce`` runs every study there (or the files given),
+each into ``OUT/<name>/``, then writes ``OUT/report.md`` and ``OUT/report.html``. Kinds:
+
+``gradcheck``
+    gradient-check tables for ``depths`` x batch norm x ``batch_sizes`` x ``lams``, columns ``hs``.
+``sanity``
+    overfit ``n`` training images with and without batch norm; loss curves.
+``runs``
+    each of ``experiments`` (single-run TOML files) over the seeds.
+``search``
+    one key (``train.lam`` or ``train.eta``) of ``base``: a coarse stage over ``[low, high]``,
+    a fine stage around its best (skipped when ``fine_n = 0``), top-3 tables, then the best value
+    retrained with ``final_set`` overrides over the seeds.
+``grid``
+    each of ``experiments`` for every value of ``key`` in ``values`` (the sensitivity to
+    initialization: ``model.sigma`` with ``model.init = "normal"``), over the seeds, with
+    per-layer diagnostics.
+
+Seeds: run ``s`` of a setting uses ``seed = shuffle_seed = s``. Every run is a run folder;
+finished ones are never run again, so an interrupted ``reproduce`` continues where it stopped.
+``study.json`` records the structure (which run is which); every number in the report is read
+back from the runs' own ``results.json``.
+"""
+
+from __future__ import annotations
+
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+from .config import ExperimentConfig, load_experiment
+from .errors import ConfigError
+from .runs import write_json
+from .search import coarse_values, fine_values, top
+from .sweep import run_many
+
+__all__ = ["load_study", "run_study", "reproduce", "add_commands", "suite_files"]
+
+KINDS = ("gradcheck", "sanity", "runs", "search", "grid")
+
+
+def default_experiments_dir() -> Path:
+    here = Path.cwd() / "experiments"
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parents[2] / "experiments"
+
+
+def load_study(path, quick: bool = False) -> dict:
+    """A study file's ``[study]`` table, with ``[quick]`` merged in when ``quick``."""
+    path = Path(path)
+    try:
+        d = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: study file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML ({e})") from None
+    if "study" not in d:
+        raise ConfigError(f"{path}: not a study (no [study] table); train single experiments with klayer train")
+    study = dict(d["study"])
+    if quick:
+        q = dict(d.get("quick", {}))
+        study["set"] = list(study.get("set", [])) + list(q.pop("set", []))
+        study.update(q)
+    study["name"] = d.get("name", path.stem)
+    study["description"] = d.get("description", "")
+    study["file"] = str(path)
+    if study.get("kind") not in KINDS:
+        raise ConfigError(f"{path}: study.kind must be one of {', '.join(KINDS)}, got {study.get('kind')!r}")
+    return study
+
+
+def suite_files(folder=None) -> list[Path]:
+    """Every study file of the suite, in ``study.order``."""
+    folder = Path(folder) if folder else default_experiments_dir()
+    studies = []
+    for f in sorted(folder.glob("*.toml")):
+        d = tomllib.loads(f.read_text())
+        if "study" in d:
+            studies.append((d["study"].get("order", 99), f))
+    return [f for _, f in sorted(studies)]
+
+
+def _experiment(name: str, exp_dir: Path, overrides) -> ExperimentConfig:
+    return load_experiment(exp_dir / f"{name}.toml", overrides)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+class _Context:
+    def __init__(self, out: Path, seeds: int, data_root, n_jobs, scheduler, exp_dir: Path, quick: bool):
+        self.out, self.seeds, self.data_root = out, seeds, data_root
+        self.n_jobs, self.scheduler, self.exp_dir, self.quick = n_jobs, scheduler, exp_dir, quick
+
+    def run(self, configs: list[ExperimentConfig], dirs: list[Path]) -> list[dict]:
+        return run_many(configs, dirs, self.data_root, n_jobs=self.n_jobs, scheduler=self.scheduler)
+
+
+def _seeded(cfg: ExperimentConfig, s: int, name: str) -> ExperimentConfig:
+    return cfg.replace(name=name, train={"seed": s, "shuffle_seed": s})
+
+
+# -- the kinds -----------------------------------------------------------------------------------
+def _study_runs(study, ctx: _Context, sdir: Path) -> dict:
+    configs, dirs, entries = [], [], []
+    for exp in study["experiments"]:
+        base = _experiment(exp, ctx.exp_dir, study.get("set", []))
+        for s in range(ctx.seeds):
+            name = f"{exp}-s{s}"
+            configs.append(_seeded(base, s, name))
+            dirs.append(sdir / "runs" / name)
+            entries.append({"experiment": exp, "seed": s, "run": f"runs/{name}"})
+    ctx.run(configs, dirs)
+    return {"runs": entries}
+
+
+def _study_grid(study, ctx: _Context, sdir: Path) -> dict:
+    key = study["key"]
+    configs, dirs, entries = [], [], []
+    for exp in study["experiments"]:
+        for v in study["values"]:
+            base = _experiment(exp, ctx.exp_dir, [*study.get("set", []), f"{key}={v!r}"])
+            for s in range(ctx.seeds):
+                name = f"{exp}-{key.split('.')[-1]}{_fmt(v)}-s{s}"
+                configs.append(_seeded(base, s, name))
+                dirs.append(sdir / "runs" / name)
+                entries.append({"experiment": exp, "value": v, "seed": s, "run": f"runs/{name}"})
+    ctx.run(configs, dirs)
+    return {"key": key, "runs": entries}
+
+
+def _search_stage(study, ctx, sdir, stage: str, values: list[float]):
+    key = study["key"]
+    short = key.split(".")[-1]
+    configs, dirs, entries = [], [], []
+    for v in values:
+        name = f"{stage}-{short}{_fmt(v)}"
+        configs.append(
+            _seeded(load_experiment(Path(study["_base_file"]), [*study.get("set", []), f"{key}={v}"]), 0, name)
+        )
+        dirs.append(sdir / "runs" / name)
+        entries.append({"stage": stage, "value": v, "seed": 0, "run": f"runs/{name}"})
+    results = ctx.run(configs, dirs)
+    return entries, list(zip(values, results, strict=True))
+
+
+def _study_search(study, ctx: _Context, sdir: Path) -> dict:
+    study["_base_file"] = str(ctx.exp_dir / f"{study['base']}.toml")
+    rng = np.random.default_rng(study.get("search_seed", 0))
+    c = coarse_values(study["low"], study["high"], study["coarse_n"], study.get("sampling", "grid"), rng)
+    entries, coarse = _search_stage(study, ctx, sdir, "coarse", c)
+    points = coarse
+    if study.get("fine_n", 0):
+        center = top(coarse, 1)[0][0]
+        f = fine_values(center, study["fine_n"], study.get("decades", 0.5), study.get("sampling", "grid"), rng)
+        f = [v for v in f if v not in c]
+        fine_entries, fine = _search_stage(study, ctx, sdir, "fine", f)
+        entries += fine_entries
+        points = coarse + fine
+    best_value = top(points, 1)[0][0]
+    key = study["key"]
+    final_over = [*study.get("set", []), *study.get("final_set", []), f"{key}={best_value}"]
+    base = load_experiment(Path(study["_base_file"]), final_over)
+    configs, dirs = [], []
+    for s in range(ctx.seeds):
+        name = f"final-{key.split('.')[-1]}{_fmt(best_value)}-s{s}"
+        configs.append(_seeded(base, s, name))
+        dirs.append(sdir / "runs" / name)
+        entries.append({"stage": "final", "value": best_value, "seed": s, "run": f"runs/{name}"})
+    ctx.run(configs, dirs)
+    return {"key": key, "runs": entries}
+
+
+def _study_gradcheck(study, ctx: _Context, sdir: Path) -> dict:
+    from .data.cifar10 import default_data_dir, find_cifar10
+    from .data.prepare import DataConfig, load_dataset
+    from .gradcheck import check_gradients
+    from .network import Network, NetworkConfig
+
+    hidden = {2: (50,), 3: (50, 50), 4: (50, 50, 50), 9: (50, 30, 20, 20, 10, 10, 10, 10)}
+    root = ctx.data_root or default_data_dir()
+    d = study.get("features", 20)
+    n = max(study["batch_sizes"])
+    if find_cifar10(root) is not None:
+        ds = load_dataset(DataConfig(download=False), root, dtype="float64")
+        X, y, source = ds.X_train[:n, :d].copy(), ds.y_train[:n], "CIFAR-10 training images"
+    else:
+        r = np.random.default_rng(0)
+        X, y, source = r.standard_normal((n, d)), r.integers(0, 10, n), "Gaussian data (CIFAR-10 not found)"
+    tables = []
+    for depth in study["depths"]:
+        for bn in (False, True):
+            for N in study["batch_sizes"]:
+                for lam in study.get("lams", [0.0]):
+                    rng = np.random.default_rng(depth * 1000 + N + int(bn))
+                    net = Network.init(NetworkConfig(d, hidden[depth], 10, bn), rng)
+                    rep = check_gradients(
+                        net, X[:N], y[:N], lam, rng, hs=tuple(study["hs"]), max_entries=study.get("max_entries", 100)
+                    )
+                    tables.append(
+                        {
+                            "depth": depth,
+                            "batch_norm": bn,
+                            "batch": N,
+                            "lam": lam,
+                            "passed": rep.passed,
+                            "hs": list(rep.hs),
+                            "note": rep.settings.get("note", ""),
+                            "rows": [
+                                {
+                                    "name": r.name,
+                                    "kind": r.kind,
+                                    "errors": r.errors,
+                                    "checked": r.n_checked,
+                                    "total": r.n_total,
+                                }
+                                for r in rep.rows
+                            ],
+                        }
+                    )
+    write_json(sdir / "gradcheck.json", {"source": source, "features": d, "tables": tables})
+    return {"results": "gradcheck.json"}
+
+
+def _study_sanity(study, ctx: _Context, sdir: Path) -> dict:
+    from .data.prepare import DataConfig, load_dataset
+    from .sanity import overfit
+
+    ds = load_dataset(DataConfig(download=False), ctx.data_root, dtype="float64")
+    curves = {}
+    for bn in (False, True):
+        rows = overfit(
+            ds,
+            n=study.get("n", 100),
+            hidden=tuple(study.get("hidden", [50])),
+            batch_norm=bn,
+            eta=study.get("eta", 0.01),
+            n_epochs=study["n_epochs"],
+            batch_size=study.get("batch_size", 10),
+            lam=study.get("lam", 0.0),
+        )
+        curves["with batch norm" if bn else "without batch norm"] = [
+            {"epoch": r["epoch"], "train_loss": r["train_loss"], "train_accuracy": r["train_accuracy"]} for r in rows
+        ]
+    write_json(
+        sdir / "sanity.json",
+        {
+            "settings": {k: study.get(k) for k in ("n", "hidden", "eta", "n_epochs", "batch_size", "lam")},
+            "curves": curves,
+        },
+    )
+    return {"results": "sanity.json"}
+
+
+_RUNNERS = {
+    "gradcheck": _study_gradcheck,
+    "sanity": _study_sanity,
+    "runs": _study_runs,
+    "search": _study_search,
+    "grid": _study_grid,
+}
+
+
+def run_study(
+    study: dict,
+    out: Path,
+    seeds: int = 3,
+    data_root=None,
+    n_jobs=None,
+    scheduler=None,
+    exp_dir=None,
+    quick: bool = False,
+) -> Path:
+    """Run one study into ``out/<name>`` (resumably) and write its ``study.json``."""
+    sdir = Path(out) / study["name"]
+    sdir.mkdir(parents=True, exist_ok=True)
+    exp_dir = Path(exp_dir) if exp_dir else Path(study["file"]).parent
+    ctx = _Context(Path(out), seeds, data_root, n_jobs, scheduler, exp_dir, quick)
+    t = time.perf_counter()
+    structure = _RUNNERS[study["kind"]](study, ctx, sdir)
+    meta = {k: v for k, v in study.items() if not k.startswith("_")}
+    write_json(
+        sdir / "study.json",
+        {**meta, "seeds": seeds, "quick": quick, **structure, "wall_seconds": time.perf_counter() - t},
+    )
+    return sdir
+
+
+def estimate_seconds(studies: list[dict], seeds: int, exp_dir: Path, n_jobs: int) -> float:
+    """A rough wall-time estimate: updates and evaluated rows at this machine's measured rates."""
+    total = 0.0
+    for st in studies:
+        kind = st["kind"]
+        if kind == "gradcheck":
+            n_tables = len(st["depths"]) * 2 * len(st["batch_sizes"]) * len(st.get("lams", [0]))
+            total += n_tables * 2.0 * len(st["hs"]) / 6 * st.get("max_entries", 100) / 15
+            continue
+        if kind == "sanity":
+            total += 2 * st["n_epochs"] * st.get("n", 100) / st.get("batch_size", 10) * 1.5e-3
+            continue
+        if kind == "runs":
+            items = [(_experiment(e, exp_dir, st.get("set", [])), seeds) for e in st["experiments"]]
+        elif kind == "grid":
+            items = [(_experiment(e, exp_dir, st.get("set", [])), seeds * len(st["values"])) for e in st["experiments"]]
+        else:
+            base = _experiment(st["base"], exp_dir, st.get("set", []))
+            items = [
+                (base, st["coarse_n"] + st.get("fine_n", 0)),
+                (_experiment(st["base"], exp_dir, [*st.get("set", []), *st.get("final_set", [])]), seeds),
+            ]
+        for cfg, count in items:
+            tc = cfg.train
+            n_train = 10000 if cfg.data.split == "batch1" else 50000 - cfg.data.n_val
+            spe = n_train // tc.batch_size
+            updates = 2 * tc.n_s * tc.n_cycles if tc.schedule == "cyclic" else tc.n_epochs * spe
+            cycle = 2 * tc.n_s if tc.schedule == "cyclic" else spe
+            evals = updates / max(1, round(cycle / tc.evals_per_cycle)) + 1
+            rows = (tc.eval_train_subset or n_train) + (10000 if cfg.data.split == "batch1" else cfg.data.n_val)
+            width = cfg.model.hidden[0] if cfg.model.hidden else 10
+            total += count * (updates * 1.1e-3 * width / 50 + evals * rows * 5e-6 * width / 50)
+    return total / max(1, n_jobs) + 10 * len(studies)
+
+
+def _log(*args):
+    print(*args, flush=True)
+
+
+def reproduce(
+    files=None,
+    out="runs/reproduce",
+    quick: bool = False,
+    seeds: int | None = None,
+    data_root=None,
+    n_jobs=None,
+    scheduler=None,
+    report: bool = True,
+    log=_log,
+) -> Path:
+    """Run studies (default: the whole suite) and write the report; return the output folder."""
+    import os
+
+    files = [Path(f) for f in files] if files else suite_files()
+    if not files:
+        raise ConfigError("no study files found (experiments/*.toml with a [study] table)")
+    studies = [load_study(f, quick) for f in files]
+    seeds = seeds if seeds is not None else (2 if quick else 3)
+    out = Path(out)
+    n_jobs = n_jobs or os.cpu_count() or 1
+    est = estimate_seconds(studies, seeds, files[0].parent, n_jobs)
+    log(
+        f"klayer reproduce: {len(studies)} studies, {seeds} seeds{' (quick)' if quick else ''}, "
+        f"{n_jobs} workers; estimated {est / 60:.1f} min (finished runs in {out} are reused)"
+    )
+    t0 = time.perf_counter()
+    for st in studies:
+        t = time.perf_counter()
+        run_study(st, out, seeds, data_root, n_jobs, scheduler, quick=quick)
+        log(f"  {st['name']}: {time.perf_counter() - t:.0f} s")
+    wall = time.perf_counter() - t0
+    write_json(
+        out / "suite.json",
+        {
+            "studies": [st["name"] for st in studies],
+            "seeds": seeds,
+            "quick": quick,
+            "wall_seconds": wall,
+            "estimated_seconds": est,
+        },
+    )
+    if report:
+        from .report import build_report
+
+        md, html = build_report([out], out)
+        log(f"report: {md} and {html}")
+    log(f"klayer reproduce: done in {wall / 60:.1f} min (estimated {est / 60:.1f} min)")
+    return out
+
+
+# -- command line ----------------------------------------------------------------------------------
+def cmd_reproduce(args) -> int:
+    reproduce(args.studies or None, args.out, args.quick, args.seeds, args.data, args.jobs, args.scheduler)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import build_report
+
+    md, html = build_report([Path(p) for p in args.paths], Path(args.out) if args.out else None)
+    print(f"{md}\n{html}")
+    return 0
+
+
+def add_commands(sub, data_arg) -> None:
+    r = sub.add_parser("reproduce", help="run the reports' experiment suite and write the report")
+    r.add_argument("studies", nargs="*", help="study files (default: every study in experiments/)")
+    r.add_argument("--quick", action="store_true", help="every experiment at reduced size (a few minutes)")
+    r.add_argument("--seeds", type=int, help="seeds per headline number (default 3; 2 with --quick)")
+    r.add_argument("--out", default="runs/reproduce", help="output folder (default runs/reproduce)")
+    r.add_argument("--jobs", type=int, help="worker processes (default: every core)")
+    r.add_argument("--scheduler", metavar="ADDRESS", help="run on this Dask scheduler (tcp://host:8786)")
+    data_arg(r)
+    r.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("report", help="build report.md and report.html from saved runs (no training)")
+    p.add_argument("paths", nargs="+", help="a reproduce folder, or run folders")
+    p.add_argument("--out", help="folder for the report (default: the first path)")
+    p.set_defaults(func=cmd_report)

@@ -1,0 +1,288 @@
+"""The experiment suite: searches, resumable sweeps, Dask, the report."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from klayer.cli import main
+from klayer.config import load_experiment
+from klayer.report import build_report, reported_values
+from klayer.search import best, coarse_values, fine_values, top
+from klayer.suite import load_study, suite_files
+from klayer.sweep import lockstep_groups, run_many
+
+from .conftest import ROOT, write_idx_data
+
+BASE = """
+name = "idx_base"
+[model]
+hidden = [16, 8]
+batch_norm = true
+[data]
+dataset = "idx"
+path = "{data}"
+n_val = 100
+[train]
+lam = 0.001
+batch_size = 20
+n_s = {n_s}
+n_cycles = 1
+eta_min = 1e-4
+eta_max = 0.05
+evals_per_cycle = 2
+checkpoint_every = 0
+"""
+
+SEARCH = """
+name = "idx_search"
+[study]
+kind = "search"
+base = "idx_base"
+key = "train.lam"
+low = 1e-4
+high = 1e-1
+coarse_n = {coarse}
+fine_n = 2
+decades = 0.5
+"""
+
+
+@pytest.fixture
+def idx_suite(tmp_path, rng):
+    data = write_idx_data(tmp_path / "data", rng)
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "idx_base.toml").write_text(BASE.format(data=data, n_s=30))
+    (exp / "idx_search.toml").write_text(SEARCH.format(coarse=4))
+    return exp, data
+
+
+# -- search logic ------------------------------------------------------------------------------
+def test_coarse_and_fine_values():
+    assert coarse_values(1e-5, 1e-1, 5) == [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
+    r = coarse_values(1e-5, 1e-1, 20, "random", np.random.default_rng(0))
+    assert r == sorted(r) and min(r) >= 1e-5 and max(r) <= 1e-1 and len(set(r)) == 20
+    assert r == coarse_values(1e-5, 1e-1, 20, "random", np.random.default_rng(0))  # seeded
+    f = fine_values(1e-3, 3, 0.5)
+    assert f == [float(f"{10**-3.5:.4g}"), 1e-3, float(f"{10**-2.5:.4g}")]
+
+
+def test_top_ignores_diverged_runs():
+    def res(v, status="complete"):
+        return {"status": status, "final": {"val_accuracy": v}}
+
+    pts = [(1.0, res(0.3)), (2.0, res(0.9, "diverged")), (3.0, res(0.5)), (4.0, res(0.4))]
+    assert [v for v, _ in top(pts, 2)] == [3.0, 4.0]
+    assert best(pts) == 3.0
+
+
+# -- sweeps: resumable, lockstep groups, Dask ---------------------------------------------------
+def test_lockstep_groups(idx_suite):
+    exp, _ = idx_suite
+    base = exp / "idx_base.toml"
+    cfgs = [load_experiment(base, [f"train.lam={l}"]) for l in (0.1, 0.01)]
+    cfgs.append(load_experiment(base, ["train.batch_size=10"]))
+    cfgs.append(load_experiment(base, ["train.seed=3"]))  # another shuffle: another stack
+    assert lockstep_groups(cfgs) == [[0, 1], [2], [3]]
+
+
+def test_run_many_resumes_without_retraining(tmp_path, idx_suite, monkeypatch):
+    exp, _ = idx_suite
+    cfgs = [
+        load_experiment(exp / "idx_base.toml", [f"train.lam={l}", f"name='r{i}'"])
+        for i, l in enumerate((0.1, 0.01, 0.001))
+    ]
+    dirs = [tmp_path / "runs" / c.name for c in cfgs]
+    first = run_many(cfgs[:2], dirs[:2], n_jobs=1, progress=False)
+    import klayer.sweep as sweep
+
+    calls = []
+    real = sweep._run_task
+    monkeypatch.setattr(sweep, "_run_task", lambda c, o, *a, **k: calls.append(o) or real(c, o, *a, **k))
+    again = run_many(cfgs, dirs, n_jobs=1, progress=False)
+    assert calls == [[str(dirs[2])]]  # only the unfinished run was trained
+    assert again[:2] == first
+    assert all(r["status"] == "complete" for r in again)
+    changed = load_experiment(exp / "idx_base.toml", ["train.lam=0.5", "name='r0'"])
+    with pytest.raises(Exception, match="holds a finished run with a different config"):
+        run_many([changed], dirs[:1], n_jobs=1, progress=False)
+
+
+def test_run_many_on_two_workers_equals_in_process(tmp_path, idx_suite):
+    exp, _ = idx_suite
+    cfgs = [
+        load_experiment(exp / "idx_base.toml", [f"train.lam={l}", f"name='p{i}'"])
+        for i, l in enumerate((0.1, 0.01, 0.001, 0.0))
+    ]
+    a = run_many(cfgs, [tmp_path / "a" / c.name for c in cfgs], n_jobs=2, progress=False)
+    b = run_many(cfgs, [tmp_path / "b" / c.name for c in cfgs], n_jobs=1, lockstep=False, progress=False)
+    for x, y in zip(a, b, strict=True):
+        assert x["final"]["val_loss"] == pytest.approx(y["final"]["val_loss"], rel=1e-6)
+    assert {x["lockstep_k"] for x in a} == {2}  # two stacks of two, one per worker
+
+
+def test_dask_local_cluster(tmp_path, idx_suite):
+    distributed = pytest.importorskip("distributed")
+    exp, _ = idx_suite
+    cfgs = [
+        load_experiment(exp / "idx_base.toml", [f"train.lam={l}", f"name='d{i}'"]) for i, l in enumerate((0.1, 0.001))
+    ]
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        res = run_many(cfgs, [tmp_path / c.name for c in cfgs], scheduler=cluster.scheduler_address, progress=False)
+    local = run_many(cfgs, [tmp_path / "local" / c.name for c in cfgs], n_jobs=1, progress=False)
+    for x, y in zip(res, local, strict=True):
+        assert x["status"] == "complete"
+        assert x["final"]["val_loss"] == pytest.approx(y["final"]["val_loss"], rel=1e-6)
+    assert (tmp_path / "d0" / "model.safetensors").is_file()
+
+
+def test_killed_search_continues_where_it_stopped(tmp_path, rng):
+    """SIGKILL a search midway; the restart keeps every finished run and trains only the rest."""
+    data = write_idx_data(tmp_path / "data", rng, n_train=3000)
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "idx_base.toml").write_text(BASE.format(data=data, n_s=600))
+    (exp / "idx_search.toml").write_text(SEARCH.format(coarse=6))
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "klayer",
+        "reproduce",
+        str(exp / "idx_search.toml"),
+        "--out",
+        str(out),
+        "--jobs",
+        "1",
+        "--seeds",
+        "1",
+    ]
+    # one network per task, so that runs finish one at a time
+    env = {**os.environ, "KLAYER_MAX_K": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    runs = out / "idx_search" / "runs"
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None and len(list(runs.glob("*/results.json"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the search finished before it could be killed"
+    done = {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/results.json")}
+    assert 2 <= len(done) < 6
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr
+    after = {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/results.json")}
+    for name, mtime in done.items():
+        assert after[name] == mtime, f"{name} was trained again"
+    study = json.loads((out / "idx_search" / "study.json").read_text())
+    assert {Path(e["run"]).name for e in study["runs"]} <= set(after)
+    assert sum(e["stage"] == "coarse" for e in study["runs"]) == 6
+
+
+# -- the suite's files and the report -------------------------------------------------------------
+def test_suite_files_cover_the_reports():
+    names = {load_study(f)["name"] for f in suite_files(ROOT / "experiments")}
+    assert names == {
+        "gradcheck",
+        "sanity",
+        "a2_cyclic",
+        "a2_lambda_search",
+        "a3_networks",
+        "a3_lambda_search",
+        "a3_sensitivity",
+        "a3_eta_search",
+    }
+    for f in suite_files(ROOT / "experiments"):
+        for quick in (False, True):
+            st = load_study(f, quick)
+            for e in st.get("experiments", []) + ([st["base"]] if "base" in st else []):
+                load_experiment(ROOT / "experiments" / f"{e}.toml", st.get("set", []))
+    ref = reported_values()
+    assert ref["runs"]["a3_3layer_bn"]["values"] and ref["runs"]["a3_3layer_bn"]["sources"]
+
+
+def test_reproduce_rejects_a_plain_experiment(capsys):
+    assert main(["reproduce", str(ROOT / "experiments/a3_3layer_bn.toml"), "--out", "/tmp/klayer-x"]) == 1
+    assert "not a study" in capsys.readouterr().err
+
+
+def test_report_from_loose_run_folders(tmp_path, idx_suite):
+    exp, _ = idx_suite
+    cfgs = [
+        load_experiment(exp / "idx_base.toml", [f"name='l{i}'", f"train.lam={l}"]) for i, l in enumerate((0.1, 0.001))
+    ]
+    res = run_many(cfgs, [tmp_path / c.name for c in cfgs], n_jobs=1, progress=False)
+    assert main(["report", str(tmp_path / "l0"), str(tmp_path / "l1"), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert f"{100 * res[0]['test_accuracy']:.2f}%" in md and "| l1 |" in md
+
+
+@pytest.fixture(scope="module")
+def quick_suite(tmp_path_factory, cifar_dir):
+    out = tmp_path_factory.mktemp("quick")
+    t = time.perf_counter()
+    p = subprocess.run(
+        [sys.executable, "-m", "klayer", "reproduce", "--quick", "--out", str(out), "--data", str(cifar_dir)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    return out, p.stdout, time.perf_counter() - t
+
+
+def test_quick_suite_end_to_end(quick_suite):
+    out, stdout, seconds = quick_suite
+    assert re.search(r"estimated [\d.]+ min", stdout.splitlines()[0])
+    assert "done in" in stdout.splitlines()[-1]
+    md = (out / "report.md").read_text()
+    for name in (
+        "gradcheck",
+        "sanity",
+        "a2_cyclic",
+        "a2_lambda_search",
+        "a3_networks",
+        "a3_lambda_search",
+        "a3_sensitivity",
+        "a3_eta_search",
+    ):
+        assert f"## {name}" in md
+    assert "2 seeds per headline number" in md
+    assert "| a3_3layer_bn | " in md and "(n=2)" in md
+    assert "coarse search" in md and "fine search" in md and "best lam" in md
+    assert "Why: without batch norm" in md
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 10 and 'src="figures' not in html  # self-contained
+    for img in re.findall(r"\]\(([^)]+\.png)\)", md):
+        assert (out / img).is_file(), img
+
+
+def test_report_numbers_come_from_the_runs(quick_suite, tmp_path):
+    """Edit one run's results.json: the rebuilt report changes accordingly (nothing is copied)."""
+    out, _, _ = quick_suite
+    study = json.loads((out / "a3_networks" / "study.json").read_text())
+    runs = [e["run"] for e in study["runs"] if e["experiment"] == "a3_9layer_bn"]
+    accs = [json.loads((out / "a3_networks" / r / "results.json").read_text())["test_accuracy"] for r in runs]
+    before = f"{100 * np.mean(accs):.2f} ± {100 * np.std(accs, ddof=1):.2f}% (n=2)"
+    assert f"| a3_9layer_bn | {before} |" in (out / "report.md").read_text()
+    path = out / "a3_networks" / runs[0] / "results.json"
+    original = path.read_text()
+    try:
+        res = json.loads(original)
+        res["test_accuracy"] = 0.987
+        path.write_text(json.dumps(res))
+        build_report([out], tmp_path)
+        accs[0] = 0.987
+        after = f"{100 * np.mean(accs):.2f} ± {100 * np.std(accs, ddof=1):.2f}% (n=2)"
+        assert f"| a3_9layer_bn | {after} |" in (tmp_path / "report.md").read_text()
+    finally:
+        path.write_text(original)
