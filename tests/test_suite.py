@@ -21,6 +21,17 @@ from klayer.sweep import lockstep_groups, run_many
 
 from .conftest import ROOT, write_idx_data
 
+STUDIES = (
+    "gradcheck",
+    "sanity",
+    "a2_cyclic",
+    "a2_lambda_search",
+    "a3_networks",
+    "a3_lambda_search",
+    "a3_sensitivity",
+    "a3_eta_search",
+)
+
 BASE = """
 name = "idx_base"
 [model]
@@ -190,16 +201,7 @@ def test_killed_search_continues_where_it_stopped(tmp_path, rng):
 # -- the suite's files and the report -------------------------------------------------------------
 def test_suite_files_cover_the_reports():
     names = {load_study(f)["name"] for f in suite_files(ROOT / "experiments")}
-    assert names == {
-        "gradcheck",
-        "sanity",
-        "a2_cyclic",
-        "a2_lambda_search",
-        "a3_networks",
-        "a3_lambda_search",
-        "a3_sensitivity",
-        "a3_eta_search",
-    }
+    assert names == set(STUDIES)
     for f in suite_files(ROOT / "experiments"):
         for quick in (False, True):
             st = load_study(f, quick)
@@ -245,16 +247,7 @@ def test_quick_suite_end_to_end(quick_suite):
     assert re.search(r"estimated [\d.]+ min", stdout.splitlines()[0])
     assert "done in" in stdout.splitlines()[-1]
     md = (out / "report.md").read_text()
-    for name in (
-        "gradcheck",
-        "sanity",
-        "a2_cyclic",
-        "a2_lambda_search",
-        "a3_networks",
-        "a3_lambda_search",
-        "a3_sensitivity",
-        "a3_eta_search",
-    ):
+    for name in STUDIES:
         assert f"## {name}" in md
     assert "2 seeds per headline number" in md
     assert "| a3_3layer_bn | " in md and "(n=2)" in md

@@ -33,7 +33,7 @@ from .data.prepare import DataConfig
 from .errors import ConfigError
 from .network import NetworkConfig
 
-__all__ = ["ModelConfig", "TrainConfig", "ExperimentConfig", "load_experiment", "parse_override"]
+__all__ = ["ModelConfig", "TrainConfig", "ExperimentConfig", "load_experiment", "parse_override", "read_toml"]
 
 SCHEDULES = ("cyclic", "constant", "decay")
 
@@ -283,15 +283,21 @@ def parse_override(text: str) -> tuple[str, str, object]:
     return section, name, value
 
 
+def read_toml(path, what: str = "experiment") -> dict:
+    """A TOML file as a dict; a missing or invalid file is a ConfigError naming it."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML ({e})") from None
+
+
 def load_experiment(path, overrides=()) -> ExperimentConfig:
     """Read an experiment TOML file and apply ``section.key=value`` overrides."""
     path = Path(path)
-    try:
-        d = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: experiment file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML ({e})") from None
+    d = read_toml(path)
     d.setdefault("name", path.stem)
     for text in overrides:
         section, key, value = parse_override(text)

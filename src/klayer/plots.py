@@ -88,7 +88,9 @@ def plot_diagnostics(rows: list[dict], path, title: str = "") -> Path:
     axes[0].set_yscale("log")
     axes[0].set_ylabel("std of S_l (before batch norm)")
     axes[1].set_ylabel("fraction of dead ReLUs")
-    axes[2].set_yscale("log")
+    grads = [r[k] for r in rows for k in r if k.startswith("grad") and r[k] > 0]
+    if grads and max(grads) > 10 * min(grads):  # a log axis only where it spans a decade
+        axes[2].set_yscale("log")
     axes[2].set_ylabel("||dJ/dW_l|| / ||W_l||")
     for ax in axes:
         ax.set_xlabel("update step")

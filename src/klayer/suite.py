@@ -28,12 +28,11 @@ back from the runs' own ``results.json``.
 from __future__ import annotations
 
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
 
-from .config import ExperimentConfig, load_experiment
+from .config import ExperimentConfig, load_experiment, read_toml
 from .errors import ConfigError
 from .runs import write_json
 from .search import coarse_values, fine_values, top
@@ -54,12 +53,7 @@ def default_experiments_dir() -> Path:
 def load_study(path, quick: bool = False) -> dict:
     """A study file's ``[study]`` table, with ``[quick]`` merged in when ``quick``."""
     path = Path(path)
-    try:
-        d = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: study file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML ({e})") from None
+    d = read_toml(path, "study")
     if "study" not in d:
         raise ConfigError(f"{path}: not a study (no [study] table); train single experiments with klayer train")
     study = dict(d["study"])
@@ -80,7 +74,7 @@ def suite_files(folder=None) -> list[Path]:
     folder = Path(folder) if folder else default_experiments_dir()
     studies = []
     for f in sorted(folder.glob("*.toml")):
-        d = tomllib.loads(f.read_text())
+        d = read_toml(f, "study")
         if "study" in d:
             studies.append((d["study"].get("order", 99), f))
     return [f for _, f in sorted(studies)]
