@@ -280,6 +280,6 @@ def test_torch_autograd_agrees():
     tloss = torch.nn.functional.cross_entropy(scores, torch.tensor(y))
     tcost = tloss + lam * sum((tp[f"W{l}"] ** 2).sum() for l in (1, 2, 3))
     tcost.backward()
-    assert float(tcost) == pytest.approx(float(cost), rel=1e-12)
+    assert float(tcost.detach()) == pytest.approx(float(cost), rel=1e-12)
     for k in params:
         np.testing.assert_allclose(grads[k], tp[k].grad.numpy(), rtol=1e-9, atol=1e-13)
