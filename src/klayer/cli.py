@@ -304,17 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     data_arg(s)
     s.set_defaults(func=cmd_sanity)
 
-    _add_suite_commands(sub, data_arg)
-    return p
+    from .suite import add_commands  # reproduce and report
 
-
-def _add_suite_commands(sub, data_arg):
-    """``reproduce`` and ``report`` (see :mod:`klayer.suite`)."""
-    try:
-        from .suite import add_commands
-    except ImportError:  # pragma: no cover
-        return
     add_commands(sub, data_arg)
+    return p
 
 
 def main(argv=None) -> int:

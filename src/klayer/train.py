@@ -18,7 +18,7 @@ import json
 import platform
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -315,7 +315,6 @@ class TrainResult:
     history: list[dict]
     results: dict
     run_dir: Path | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def _versions(blas_threads: int) -> dict:
@@ -334,11 +333,10 @@ def _versions(blas_threads: int) -> dict:
     }
 
 
-def _results(trainer: Trainer, i: int, wall: float, extra: dict) -> dict:
+def _results(trainer: Trainer, i: int, wall: float, net: Network) -> dict:
     cfg = trainer.configs[i]
     tc = cfg.train
     data = trainer.data
-    net = trainer.network(i)
     test = net.evaluate(data.X_test, data.y_test, tc.lam)
     final = trainer.history[i][-1]
     epochs = trainer.total_steps / trainer.steps_per_epoch
@@ -370,15 +368,15 @@ def _results(trainer: Trainer, i: int, wall: float, extra: dict) -> dict:
         "data_source": data.source,
         "lockstep_k": trainer.K,
         "versions": _versions(tc.blas_threads),
-        **extra,
     }
 
 
-def _finish_run(trainer: Trainer, i: int, out: Path, wall: float, extra: dict) -> dict:
+def _finish_run(trainer: Trainer, i: int, out: Path, wall: float) -> dict:
     """Write history, model, results and plots of network ``i`` into its run folder."""
     from .plots import plot_diagnostics, plot_history
 
-    res = _results(trainer, i, wall, extra)
+    net = trainer.network(i)
+    res = _results(trainer, i, wall, net)
     write_history(out / "history.csv", trainer.history[i])
     if trainer.diagnostics[i]:
         write_rows(out / "diagnostics.csv", trainer.diagnostics[i])
@@ -386,7 +384,7 @@ def _finish_run(trainer: Trainer, i: int, out: Path, wall: float, extra: dict) -
     if res["status"] == "complete":
         save_model(
             out / "model.safetensors",
-            trainer.network(i),
+            net,
             trainer.data.mean,
             trainer.data.std,
             {"name": res["name"], "test_accuracy": res["test_accuracy"]},
@@ -482,9 +480,9 @@ def train(
             raise
         wall = time.perf_counter() - t_wall
         if out is None:
-            res = _results(trainer, 0, wall, {})
+            res = _results(trainer, 0, wall, trainer.network(0))
         else:
-            res = _finish_run(trainer, 0, out, wall, {})
+            res = _finish_run(trainer, 0, out, wall)
             (out / "checkpoint.safetensors").unlink(missing_ok=True)
     return TrainResult(trainer.network(0), trainer.history[0], res, out)
 
@@ -512,10 +510,10 @@ def train_lockstep(
         out = []
         for i, cfg in enumerate(configs):
             if outs is None:
-                out.append(_results(trainer, i, wall, {}))
+                out.append(_results(trainer, i, wall, trainer.network(i)))
             else:
                 d = Path(outs[i])
                 d.mkdir(parents=True, exist_ok=True)
                 atomic_write(d / "config.toml", cfg.to_toml())
-                out.append(_finish_run(trainer, i, d, wall, {}))
+                out.append(_finish_run(trainer, i, d, wall))
     return out
