@@ -83,9 +83,7 @@ def _model_path(path: Path) -> Path:
 
 def cmd_evaluate(args) -> int:
     from .config import ExperimentConfig, load_experiment
-    from .data.cifar10 import load_cifar10
-    from .data.idx import load_idx_folder
-    from .data.prepare import split_raw, standardize
+    from .data.prepare import load_raw, split_raw, standardize
     from .runs import load_model
 
     path = Path(args.model)
@@ -94,11 +92,7 @@ def cmd_evaluate(args) -> int:
         data_cfg = load_experiment(path / "config.toml").data
     else:
         data_cfg = ExperimentConfig().data
-    root = _data_root(args) or (Path(data_cfg.path) if data_cfg.path else None)
-    if data_cfg.dataset == "idx":
-        raw = load_idx_folder(root)
-    else:
-        raw = load_cifar10(root, data_cfg.layout, download_missing=data_cfg.download)
+    raw = load_raw(data_cfg, _data_root(args))
     splits = dict(zip(("train", "val", "test"), split_raw(raw, data_cfg.split, data_cfg.n_val), strict=True))
     X, y = splits[args.split]
     if mean is None:
@@ -144,32 +138,14 @@ def cmd_predict(args) -> int:
 
 
 # -- gradcheck / sanity ------------------------------------------------------------------------
-def _small_data(args, n: int, d: int | None, rng):
-    """Real CIFAR-10 rows when available locally (first d features), else Gaussian data."""
-    from .data.cifar10 import default_data_dir, find_cifar10
-    from .data.prepare import DataConfig, load_dataset
-
-    root = _data_root(args) or default_data_dir()
-    if args.source in ("auto", "cifar") and find_cifar10(root) is not None:
-        ds = load_dataset(DataConfig(download=False), root, dtype="float64")
-        X, y = ds.X_train[:n], ds.y_train[:n]
-        src = f"CIFAR-10 ({ds.source})"
-    elif args.source == "cifar":
-        raise KlayerError(f"{root}: no CIFAR-10 found for --source cifar")
-    else:
-        X, y = rng.standard_normal((n, 3072)), rng.integers(0, 10, n)
-        src = "random Gaussian data"
-    if d:
-        X = X[:, :d]
-    return np.ascontiguousarray(X), y, src
-
-
 def cmd_gradcheck(args) -> int:
-    from .gradcheck import check_gradients
+    from .data.cifar10 import default_data_dir
+    from .gradcheck import check_data, check_gradients
     from .network import Network, NetworkConfig
 
     rng = np.random.default_rng(args.seed)
-    X, y, src = _small_data(args, args.batch_size, args.features, rng)
+    root = _data_root(args) or default_data_dir()
+    X, y, src = check_data(root, args.batch_size, args.features, rng, args.source)
     tol = args.tol if args.tol is not None else (1e-7 if args.dtype == "float64" else 1e-3)
     config = NetworkConfig(X.shape[1], args.hidden, 10, args.batch_norm, dtype=args.dtype)
     net = Network.init(config, rng)

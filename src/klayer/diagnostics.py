@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import layers
-from .network import NetworkConfig, loss_and_grads
+from .network import NetworkConfig, hidden_activations, loss_and_grads
 
 __all__ = ["layer_diagnostics", "DIAGNOSTIC_KEYS"]
 
@@ -39,15 +38,10 @@ def layer_diagnostics(params, X, y, config: NetworkConfig, lam) -> list[dict]:
     list with one dict per network (one entry for a single network): keys ``s{l}_std``,
     ``h{l}_std``, ``dead{l}``, ``grad{l}`` for ``l = 1..k-1`` and ``grad{k}``.
     """
-    H = X
     stats: dict[str, np.ndarray] = {}
     with np.errstate(all="ignore"):
-        for l in range(1, config.n_layers):
-            S, _ = layers.linear_forward(H, params[f"W{l}"], params[f"b{l}"])
+        for l, S, _, H in hidden_activations(params, X, config):
             stats[f"s{l}_std"] = _per_model_std(S)
-            if config.batch_norm:
-                S = layers.batchnorm_train_forward(S, params[f"gamma{l}"], params[f"beta{l}"], config.eps)[0]
-            H = np.maximum(S, 0)
             stats[f"h{l}_std"] = _per_model_std(H)
             stats[f"dead{l}"] = 1.0 - (H > 0).any(axis=-2).mean(axis=-1, dtype=np.float64)
         if len(X) >= 2 or not config.batch_norm:

@@ -35,9 +35,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import layers
 from .layers import softmax_cross_entropy
-from .network import Network, NetworkConfig, forward, loss_and_grads, weight_penalty
+from .network import Network, NetworkConfig, forward, hidden_activations, loss_and_grads, weight_penalty
 
 __all__ = [
     "DEFAULT_HS",
@@ -46,6 +45,7 @@ __all__ = [
     "GradcheckRow",
     "GradcheckReport",
     "check_gradients",
+    "check_data",
 ]
 
 DEFAULT_HS = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
@@ -144,14 +144,7 @@ def _cost_function(params, X, y, config: NetworkConfig, lam):
 
 def exact_kinks(params, X, config: NetworkConfig) -> int:
     """Number of hidden pre-activations (ReLU inputs) that are exactly 0, in training mode."""
-    H, count = X, 0
-    for l in range(1, config.n_layers):
-        S, _ = layers.linear_forward(H, params[f"W{l}"], params[f"b{l}"])
-        if config.batch_norm:
-            S = layers.batchnorm_train_forward(S, params[f"gamma{l}"], params[f"beta{l}"], config.eps)[0]
-        count += int(np.count_nonzero(S == 0))
-        H = np.maximum(S, 0)
-    return count
+    return sum(int(np.count_nonzero(Z == 0)) for _, _, Z, _ in hidden_activations(params, X, config))
 
 
 def zero_true_gradient(name: str, config: NetworkConfig, batch_size: int) -> bool:
@@ -166,6 +159,28 @@ def zero_true_gradient(name: str, config: NetworkConfig, batch_size: int) -> boo
     if batch_size == 2:
         return layer < last_bn or (layer == last_bn and kind in ("W", "b"))
     return False
+
+
+def check_data(root, n: int, d: int | None, rng: np.random.Generator, source: str = "auto"):
+    """Rows for a gradient check: the first ``n`` CIFAR-10 training images found under ``root``
+    (no download), else (``source="auto"``) Gaussian data; the first ``d`` features of either.
+
+    Returns
+    -------
+    X : (n, d) float64; y : (n,) labels; description : str, where the rows came from.
+    """
+    from .data.cifar10 import find_cifar10
+    from .data.prepare import DataConfig, load_dataset
+    from .errors import KlayerError
+
+    if source in ("auto", "cifar") and find_cifar10(root) is not None:
+        ds = load_dataset(DataConfig(download=False), root, dtype="float64")
+        X, y, description = ds.X_train[:n], ds.y_train[:n], f"CIFAR-10 ({ds.source})"
+    elif source == "cifar":
+        raise KlayerError(f"{root}: no CIFAR-10 found for --source cifar")
+    else:
+        X, y, description = rng.standard_normal((n, 3072)), rng.integers(0, 10, n), "random Gaussian data"
+    return np.ascontiguousarray(X[:, :d] if d else X), y, description
 
 
 def check_gradients(

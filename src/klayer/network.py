@@ -29,6 +29,7 @@ __all__ = [
     "backward",
     "loss_and_grads",
     "data_loss_and_grads",
+    "hidden_activations",
     "stack_networks",
     "unstack_network",
 ]
@@ -178,6 +179,20 @@ def forward(params, X, config: NetworkConfig, *, train: bool = True, bn_state=No
         caches.append((lin_cache, None, None))
         return scores, caches, batch_stats
     return scores, None, batch_stats
+
+
+def hidden_activations(params, X, config: NetworkConfig):
+    """Yield ``(l, S, Z, H)`` for each hidden layer in training mode: the linear output ``S``,
+    the ReLU input ``Z`` (``S`` after batch norm, if any) and the ReLU output ``H``.
+    For inspection (diagnostics, kink detection); :func:`forward` is the fast path."""
+    H = X
+    for l in range(1, config.n_layers):
+        S, _ = layers.linear_forward(H, params[f"W{l}"], params[f"b{l}"])
+        Z = S
+        if config.batch_norm:
+            Z = layers.batchnorm_train_forward(S, params[f"gamma{l}"], params[f"beta{l}"], config.eps)[0]
+        H = np.maximum(Z, 0)
+        yield l, S, Z, H
 
 
 def backward(dscores, caches, config: NetworkConfig) -> dict[str, np.ndarray]:

@@ -89,9 +89,9 @@ def _fmt(v: float) -> str:
 
 
 class _Context:
-    def __init__(self, out: Path, seeds: int, data_root, n_jobs, scheduler, exp_dir: Path, quick: bool):
-        self.out, self.seeds, self.data_root = out, seeds, data_root
-        self.n_jobs, self.scheduler, self.exp_dir, self.quick = n_jobs, scheduler, exp_dir, quick
+    def __init__(self, seeds: int, data_root, n_jobs, scheduler, exp_dir: Path):
+        self.seeds, self.data_root = seeds, data_root
+        self.n_jobs, self.scheduler, self.exp_dir = n_jobs, scheduler, exp_dir
 
     def run(self, configs: list[ExperimentConfig], dirs: list[Path]) -> list[dict]:
         return run_many(configs, dirs, self.data_root, n_jobs=self.n_jobs, scheduler=self.scheduler)
@@ -136,9 +136,7 @@ def _search_stage(study, ctx, sdir, stage: str, values: list[float]):
     configs, dirs, entries = [], [], []
     for v in values:
         name = f"{stage}-{short}{_fmt(v)}"
-        configs.append(
-            _seeded(load_experiment(Path(study["_base_file"]), [*study.get("set", []), f"{key}={v}"]), 0, name)
-        )
+        configs.append(_seeded(_experiment(study["base"], ctx.exp_dir, [*study.get("set", []), f"{key}={v}"]), 0, name))
         dirs.append(sdir / "runs" / name)
         entries.append({"stage": stage, "value": v, "seed": 0, "run": f"runs/{name}"})
     results = ctx.run(configs, dirs)
@@ -146,7 +144,6 @@ def _search_stage(study, ctx, sdir, stage: str, values: list[float]):
 
 
 def _study_search(study, ctx: _Context, sdir: Path) -> dict:
-    study["_base_file"] = str(ctx.exp_dir / f"{study['base']}.toml")
     rng = np.random.default_rng(study.get("search_seed", 0))
     c = coarse_values(study["low"], study["high"], study["coarse_n"], study.get("sampling", "grid"), rng)
     entries, coarse = _search_stage(study, ctx, sdir, "coarse", c)
@@ -161,7 +158,7 @@ def _study_search(study, ctx: _Context, sdir: Path) -> dict:
     best_value = top(points, 1)[0][0]
     key = study["key"]
     final_over = [*study.get("set", []), *study.get("final_set", []), f"{key}={best_value}"]
-    base = load_experiment(Path(study["_base_file"]), final_over)
+    base = _experiment(study["base"], ctx.exp_dir, final_over)
     configs, dirs = [], []
     for s in range(ctx.seeds):
         name = f"final-{key.split('.')[-1]}{_fmt(best_value)}-s{s}"
@@ -173,21 +170,15 @@ def _study_search(study, ctx: _Context, sdir: Path) -> dict:
 
 
 def _study_gradcheck(study, ctx: _Context, sdir: Path) -> dict:
-    from .data.cifar10 import default_data_dir, find_cifar10
-    from .data.prepare import DataConfig, load_dataset
-    from .gradcheck import check_gradients
+    from .data.cifar10 import default_data_dir
+    from .gradcheck import check_data, check_gradients
     from .network import Network, NetworkConfig
 
     hidden = {2: (50,), 3: (50, 50), 4: (50, 50, 50), 9: (50, 30, 20, 20, 10, 10, 10, 10)}
     root = ctx.data_root or default_data_dir()
     d = study.get("features", 20)
     n = max(study["batch_sizes"])
-    if find_cifar10(root) is not None:
-        ds = load_dataset(DataConfig(download=False), root, dtype="float64")
-        X, y, source = ds.X_train[:n, :d].copy(), ds.y_train[:n], "CIFAR-10 training images"
-    else:
-        r = np.random.default_rng(0)
-        X, y, source = r.standard_normal((n, d)), r.integers(0, 10, n), "Gaussian data (CIFAR-10 not found)"
+    X, y, source = check_data(root, n, d, np.random.default_rng(0))
     tables = []
     for depth in study["depths"]:
         for bn in (False, True):
@@ -276,13 +267,12 @@ def run_study(
     sdir = Path(out) / study["name"]
     sdir.mkdir(parents=True, exist_ok=True)
     exp_dir = Path(exp_dir) if exp_dir else Path(study["file"]).parent
-    ctx = _Context(Path(out), seeds, data_root, n_jobs, scheduler, exp_dir, quick)
+    ctx = _Context(seeds, data_root, n_jobs, scheduler, exp_dir)
     t = time.perf_counter()
     structure = _RUNNERS[study["kind"]](study, ctx, sdir)
-    meta = {k: v for k, v in study.items() if not k.startswith("_")}
     write_json(
         sdir / "study.json",
-        {**meta, "seeds": seeds, "quick": quick, **structure, "wall_seconds": time.perf_counter() - t},
+        {**study, "seeds": seeds, "quick": quick, **structure, "wall_seconds": time.perf_counter() - t},
     )
     return sdir
 

@@ -371,11 +371,10 @@ def _results(trainer: Trainer, i: int, wall: float, net: Network) -> dict:
     }
 
 
-def _finish_run(trainer: Trainer, i: int, out: Path, wall: float) -> dict:
-    """Write history, model, results and plots of network ``i`` into its run folder."""
+def _finish_run(trainer: Trainer, i: int, out: Path, wall: float, net: Network) -> dict:
+    """Write history, model, results and plots of network ``i`` (``net``) into its run folder."""
     from .plots import plot_diagnostics, plot_history
 
-    net = trainer.network(i)
     res = _results(trainer, i, wall, net)
     write_history(out / "history.csv", trainer.history[i])
     if trainer.diagnostics[i]:
@@ -479,12 +478,13 @@ def train(
                 )
             raise
         wall = time.perf_counter() - t_wall
+        net = trainer.network(0)
         if out is None:
-            res = _results(trainer, 0, wall, trainer.network(0))
+            res = _results(trainer, 0, wall, net)
         else:
-            res = _finish_run(trainer, 0, out, wall)
+            res = _finish_run(trainer, 0, out, wall, net)
             (out / "checkpoint.safetensors").unlink(missing_ok=True)
-    return TrainResult(trainer.network(0), trainer.history[0], res, out)
+    return TrainResult(net, trainer.history[0], res, out)
 
 
 def train_lockstep(
@@ -515,5 +515,5 @@ def train_lockstep(
                 d = Path(outs[i])
                 d.mkdir(parents=True, exist_ok=True)
                 atomic_write(d / "config.toml", cfg.to_toml())
-                out.append(_finish_run(trainer, i, d, wall))
+                out.append(_finish_run(trainer, i, d, wall, trainer.network(i)))
     return out

@@ -30,6 +30,7 @@ __all__ = [
     "split_raw",
     "prepare",
     "load_dataset",
+    "load_raw",
 ]
 
 SPLITS = ("all", "batch1")
@@ -201,8 +202,8 @@ def prepare(raw: RawData, split: str = "all", n_val: int = 5000, dtype="float32"
     )
 
 
-def load_dataset(config: DataConfig, root=None, dtype="float32", progress=None) -> Dataset:
-    """Read, split and standardize the data that ``config`` describes.
+def load_raw(config: DataConfig, root=None, progress=None) -> RawData:
+    """Read the unprocessed batches that ``config`` needs.
 
     ``root`` (from ``--data``) overrides ``config.path``; without either, ``$KLAYER_DATA`` or the
     user cache is used.
@@ -211,9 +212,12 @@ def load_dataset(config: DataConfig, root=None, dtype="float32", progress=None) 
     if config.dataset == "idx":
         if root is None:
             raise ConfigError("data.path (or --data) must name the folder of IDX files")
-        raw = load_idx_folder(root)
-    else:
-        names = ("data_batch_1", "data_batch_2", "test_batch") if config.split == "batch1" else None
-        kwargs = {"batches": names} if names else {}
-        raw = load_cifar10(root, config.layout, download_missing=config.download, progress=progress, **kwargs)
-    return prepare(raw, config.split, config.n_val, dtype)
+        return load_idx_folder(root)
+    names = ("data_batch_1", "data_batch_2", "test_batch") if config.split == "batch1" else None
+    kwargs = {"batches": names} if names else {}
+    return load_cifar10(root, config.layout, download_missing=config.download, progress=progress, **kwargs)
+
+
+def load_dataset(config: DataConfig, root=None, dtype="float32", progress=None) -> Dataset:
+    """Read, split and standardize the data that ``config`` describes (see :func:`load_raw`)."""
+    return prepare(load_raw(config, root, progress), config.split, config.n_val, dtype)
