@@ -26,8 +26,8 @@ from peers import torch_train  # noqa: E402
 
 from klayer import load_experiment  # noqa: E402
 from klayer.data import DataConfig, load_dataset  # noqa: E402
+from klayer.runs import train  # noqa: E402
 from klayer.sweep import run_many  # noqa: E402
-from klayer.train import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -33,10 +33,10 @@ def torch_train(
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    X = torch.from_numpy(np.ascontiguousarray(data.X_train, np.float32))
+    X = torch.from_numpy(data.features(data.X_train, "float32"))
     y = torch.from_numpy(data.y_train)
-    Xv, yv = torch.from_numpy(data.X_val.astype(np.float32)), torch.from_numpy(data.y_val)
-    Xt, yt = torch.from_numpy(data.X_test.astype(np.float32)), torch.from_numpy(data.y_test)
+    Xv, yv = torch.from_numpy(data.features(data.X_val, "float32")), torch.from_numpy(data.y_val)
+    Xt, yt = torch.from_numpy(data.features(data.X_test, "float32")), torch.from_numpy(data.y_test)
     if eval_train_subset:
         sub = torch.from_numpy(np.sort(np.random.default_rng(seed).choice(len(y), eval_train_subset, replace=False)))
         Xe, ye = X[sub], y[sub]
@@ -130,11 +130,11 @@ def sklearn_train(data, hidden=(50, 50), lam=0.005, batch_size=100, epochs=20, e
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        clf.fit(data.X_train, data.y_train)
+        clf.fit(data.features(data.X_train, "float32"), data.y_train)
     seconds = time.perf_counter() - t0
     return {
         "seconds_per_epoch": seconds / epochs,
-        "test_accuracy": clf.score(data.X_test, data.y_test),
+        "test_accuracy": clf.score(data.features(data.X_test, "float32"), data.y_test),
         "wall": seconds,
     }
 

@@ -27,7 +27,7 @@ from peers import epoch_gflop, sgemm_peak, sklearn_train, torch_train  # noqa: E
 
 from klayer import load_experiment  # noqa: E402
 from klayer.data import DataConfig, load_dataset  # noqa: E402
-from klayer.train import train  # noqa: E402
+from klayer.runs import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -449,6 +449,10 @@ def test_split_protocols(rng, split, n_val, sizes):
     assert set(ds.y_test) == {5}
     # statistics from training data only: validation/test are standardized with them
     np.testing.assert_allclose(ds.mean, np.full(3, np.mean(ds.y_train)))
+    np.testing.assert_allclose(ds.std, np.full(3, np.std(ds.y_train) or 1.0))
+    val = 1 if split == "batch1" else 4
+    np.testing.assert_allclose(ds.features(ds.X_val), np.full((sizes[1], 3), (val - ds.mean[0]) / ds.std[0]))
+    np.testing.assert_allclose(ds.features(ds.X_test), np.full((10000, 3), (5 - ds.mean[0]) / ds.std[0]))
 
 
 # -- the real data set ------------------------------------------------------------------------
@@ -459,11 +463,21 @@ def test_real_cifar10(cifar_raw, cifar_f32):
     assert np.bincount(cifar_raw.batches["test_batch"][1]).tolist() == [1000] * 10
     ds = cifar_f32
     assert ds.sizes() == {"train": 45000, "val": 5000, "test": 10000}
-    assert ds.X_train.dtype == np.float32
-    m = ds.X_train.mean(axis=0, dtype=np.float64)
-    s = ds.X_train.std(axis=0, dtype=np.float64)
+    assert ds.X_train.dtype == np.uint8  # kept raw: one byte per pixel
+    Xs = ds.features(ds.X_train)
+    assert Xs.dtype == np.float32
+    m = Xs.mean(axis=0, dtype=np.float64)
+    s = Xs.std(axis=0, dtype=np.float64)
     assert np.abs(m).max() < 1e-4 and np.abs(s - 1).max() < 1e-4
-    assert abs(ds.X_val.mean()) < 0.05 and abs(ds.X_test.mean()) < 0.05  # not re-centred
+    Xv, Xt = ds.features(ds.X_val), ds.features(ds.X_test)
+    assert abs(Xv.mean()) < 0.05 and abs(Xt.mean()) < 0.05
+    assert np.abs(Xv.mean(axis=0)).max() > 1e-3  # with the training statistics, not re-centred
+    # a mini-batch standardized on the fly equals the whole split standardized at once, bitwise
+    idx = np.array([7, 44999, 3, 12345])
+    np.testing.assert_array_equal(ds.features(ds.X_train[idx]), Xs[idx])
+    np.testing.assert_array_equal(
+        ds.features(ds.X_train[idx], "float64"), standardize(ds.X_train, ds.mean, ds.std, "float64")[idx]
+    )
 
 
 def test_real_batches_as_binary_layout(tmp_path, cifar_raw):

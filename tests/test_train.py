@@ -15,9 +15,9 @@ from klayer import load_model
 from klayer.cli import main
 from klayer.config import ExperimentConfig, ModelConfig, TrainConfig, load_experiment, parse_override
 from klayer.errors import ConfigError, DivergenceError
-from klayer.runs import atomic_write, read_history
-from klayer.schedules import cyclic_eta, decay_eta
-from klayer.train import Trainer, train, train_lockstep
+from klayer.io import atomic_write
+from klayer.runs import read_history, train, train_lockstep
+from klayer.training import Trainer, cyclic_eta, decay_eta
 
 from .conftest import ROOT, tiny_dataset, write_idx_data
 
@@ -372,7 +372,7 @@ def test_cli_exit_codes(tmp_path, idx_experiment, capsys):
     assert e.value.code == 2
     np.save(tmp_path / "bad.npy", np.zeros((2, 5)))
     p = run_cli("predict", tmp_path / "nomodel.safetensors", tmp_path / "bad.npy")
-    assert p.returncode == 1 and "Traceback" not in p.stderr and p.stderr.count("\n") == 1
+    assert p.returncode == 2 and "Traceback" not in p.stderr and p.stderr.count("\n") == 1  # model file: 2
 
 
 def test_cli_gradcheck_exit_status(capsys):

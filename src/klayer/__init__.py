@@ -8,9 +8,8 @@ from .data import DataConfig, Dataset, load_cifar10, load_dataset, prepare  # no
 from .errors import ConfigError, DataError, DivergenceError, KlayerError  # noqa: E402
 from .gradcheck import check_gradients  # noqa: E402
 from .network import Network, NetworkConfig, forward, loss_and_grads  # noqa: E402
-from .runs import load_model, save_model  # noqa: E402
-from .schedules import constant_eta, cyclic_eta, decay_eta  # noqa: E402
-from .train import Trainer, TrainResult, train, train_lockstep  # noqa: E402
+from .runs import SavedModel, TrainResult, load_model, save_model, train, train_lockstep  # noqa: E402
+from .training import Callback, Trainer, constant_eta, cyclic_eta, decay_eta  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -32,7 +31,9 @@ __all__ = [
     "constant_eta",
     "decay_eta",
     "Trainer",
+    "Callback",
     "TrainResult",
+    "SavedModel",
     "train",
     "train_lockstep",
     "save_model",

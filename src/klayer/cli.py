@@ -45,7 +45,7 @@ def _data_root(args):
 # -- train -----------------------------------------------------------------------------------------
 def cmd_train(args) -> int:
     from .config import load_experiment
-    from .train import train
+    from .runs import train
 
     overrides = list(args.set or [])
     if args.seed is not None:
@@ -63,11 +63,18 @@ def cmd_train(args) -> int:
             resume=args.resume,
             data_root=_data_root(args),
             progress=False if args.quiet else None,
+            retrain=args.retrain,
         )
     except KeyboardInterrupt:
         print(f"klayer: interrupted; checkpoint in {out}; continue with --resume", file=sys.stderr)
         return 130
     r = result.results
+    if result.finished_before:
+        print(
+            f"{out} is finished (test accuracy {r['test_accuracy']:.4f}); nothing to resume, nothing changed "
+            "(--retrain trains it again)"
+        )
+        return 0
     print(
         f"{config.name}: test accuracy {r['test_accuracy']:.4f}, final val accuracy "
         f"{r['final']['val_accuracy']:.4f}, {r['seconds_per_epoch']:.2f} s/epoch, "
@@ -83,11 +90,12 @@ def _model_path(path: Path) -> Path:
 
 def cmd_evaluate(args) -> int:
     from .config import ExperimentConfig, load_experiment
-    from .data.prepare import load_raw, split_raw, standardize
+    from .data.prepare import load_raw, split_raw
     from .runs import load_model
 
     path = Path(args.model)
-    network, mean, std, _ = load_model(_model_path(path))
+    model = load_model(_model_path(path))
+    network, mean = model.network, model.mean
     if path.is_dir() and (path / "config.toml").is_file():
         data_cfg = load_experiment(path / "config.toml").data
     else:
@@ -97,8 +105,7 @@ def cmd_evaluate(args) -> int:
     X, y = splits[args.split]
     if mean is None:
         raise KlayerError(f"{path}: model has no standardization statistics")
-    Xs = standardize(X, mean, std, network.config.dtype)
-    res = network.evaluate(Xs, y, lam=args.lam)
+    res = network.evaluate(X, y, lam=args.lam, prep=model.features)
     res.update({"split": args.split, "n": len(y)})
     print(
         json.dumps(res)
@@ -109,31 +116,23 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .data.cifar10 import CLASSES
-    from .data.prepare import standardize
-    from .errors import DataError
+    import io
+
+    from .data.validate import check_rows, load_npy
+    from .io import atomic_write
     from .runs import load_model
 
-    network, mean, std, _ = load_model(_model_path(Path(args.model)))
-    try:
-        X = np.load(args.rows, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise DataError(args.rows, f"cannot read as .npy ({e})") from None
-    if X.ndim == 1:
-        X = X[None, :]
-    if X.ndim != 2 or X.shape[1] != network.config.input_size:
-        raise DataError(args.rows, f"rows have shape {X.shape}, the model expects (N, {network.config.input_size})")
-    if not np.issubdtype(X.dtype, np.number):
-        raise DataError(args.rows, f"rows have dtype {X.dtype}, expected numbers")
-    Xs = standardize(X, mean, std, network.config.dtype) if mean is not None else X
-    P = network.predict_proba(Xs)
+    model = load_model(_model_path(Path(args.model)))
+    X = check_rows(load_npy(args.rows), args.rows, model.network.config.input_size)
+    P = model.predict_proba(X)
     if args.out:
-        np.save(args.out, P)
-    names = CLASSES if network.config.n_classes == 10 and network.config.input_size == 3072 else None
+        buf = io.BytesIO()
+        np.save(buf, P)
+        atomic_write(args.out, buf.getvalue())
+    names = model.classes
     for i, p in enumerate(P[: args.show]):
         c = int(p.argmax())
-        label = names[c] if names else str(c)
-        print(f"{i}\t{label}\t{p[c]:.4f}")
+        print(f"{i}\t{names[c]}\t{p[c]:.4f}")
     return 0
 
 
@@ -220,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/<name>)")
     t.add_argument("--seed", type=int)
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    t.add_argument("--retrain", action="store_true", help="start the run in --out over, replacing what it holds")
     t.add_argument("--blas-threads", type=int, metavar="N", help="BLAS threads (default 1)")
     t.add_argument("--no-download", action="store_true", help="fail instead of downloading CIFAR-10")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -295,6 +295,10 @@ def main(argv=None) -> int:
         return args.func(args)
     except KlayerError as e:
         print(f"klayer: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:  # a fault outside klayer's own file writing: still one line
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"klayer: error: {where}{e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("klayer: interrupted", file=sys.stderr)

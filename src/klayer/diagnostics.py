@@ -20,8 +20,9 @@ from __future__ import annotations
 import numpy as np
 
 from .network import NetworkConfig, hidden_activations, loss_and_grads
+from .training.callbacks import Callback
 
-__all__ = ["layer_diagnostics", "DIAGNOSTIC_KEYS"]
+__all__ = ["layer_diagnostics", "DiagnosticsRecorder", "DIAGNOSTIC_KEYS"]
 
 DIAGNOSTIC_KEYS = ("s_std", "h_std", "dead", "grad")
 
@@ -55,3 +56,28 @@ def layer_diagnostics(params, X, y, config: NetworkConfig, lam) -> list[dict]:
     if K is None:
         return [{k: float(v) for k, v in stats.items()}]
     return [{k: float(v[i]) for k, v in stats.items()} for i in range(K)]
+
+
+class DiagnosticsRecorder(Callback):
+    """Record :func:`layer_diagnostics` at every evaluation, on a fixed batch of ``n`` rows of
+    the trainer's training-evaluation set; ``rows[i]`` is network ``i``'s list of dicts."""
+
+    key = "diagnostics"
+
+    def __init__(self, n: int = 500):
+        self.n = n
+        self.rows: list[list[dict]] = []
+
+    def on_evaluate(self, trainer) -> None:
+        if not self.rows:
+            self.rows = [[] for _ in range(trainer.K)]
+        X = trainer.data.features(trainer.X_eval[: self.n], trainer.tc.dtype)
+        stats = layer_diagnostics(trainer.stack.params, X, trainer.y_eval[: self.n], trainer.config, trainer.lam)
+        for i in range(trainer.K):
+            self.rows[i].append({"step": trainer.t, **stats[i]})
+
+    def state(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state(self, state: dict, tensors: dict) -> None:
+        self.rows = state.get("rows", [])

@@ -175,7 +175,7 @@ def check_data(root, n: int, d: int | None, rng: np.random.Generator, source: st
 
     if source in ("auto", "cifar") and find_cifar10(root) is not None:
         ds = load_dataset(DataConfig(download=False), root, dtype="float64")
-        X, y, description = ds.X_train[:n], ds.y_train[:n], f"CIFAR-10 ({ds.source})"
+        X, y, description = ds.features(ds.X_train[:n], "float64"), ds.y_train[:n], f"CIFAR-10 ({ds.source})"
     elif source == "cifar":
         raise KlayerError(f"{root}: no CIFAR-10 found for --source cifar")
     else:

@@ -306,13 +306,24 @@ class Network:
         """See :func:`loss_and_grads`."""
         return loss_and_grads(self.params, X, y, self.config, lam)
 
-    def predict_proba(self, X, chunk: int = 10000):
-        """Class probabilities ``(..., N, C)`` in evaluation mode, computed in chunks of rows."""
-        parts = [layers.softmax(self.forward(X[i : i + chunk])) for i in range(0, max(len(X), 1), chunk)]
+    def predict_proba(self, X, chunk: int = 2500, prep=None):
+        """Class probabilities ``(..., N, C)`` in evaluation mode, ``chunk`` rows at a time.
+
+        ``prep`` maps a chunk of raw rows to features (e.g. :meth:`klayer.data.Dataset.features`).
+        """
+        prep = prep or (lambda a: a)
+        parts = [layers.softmax(self.forward(prep(X[i : i + chunk]))) for i in range(0, max(len(X), 1), chunk)]
         return np.concatenate(parts, axis=-2)
 
-    def evaluate(self, X, y, lam=0.0, chunk: int = 10000):
+    def evaluate(self, X, y, lam=0.0, chunk: int = 2500, prep=None):
         """Cost, loss and accuracy on a whole data set in evaluation mode, chunk by chunk.
+
+        Parameters
+        ----------
+        X : (N, d) features, or raw rows with ``prep``.
+        y : (N,) labels.
+        lam : penalty for the reported cost.
+        prep : None, or a function mapping a chunk of rows of ``X`` to features.
 
         Returns
         -------
@@ -322,7 +333,8 @@ class Network:
         loss_sum = 0.0
         correct = 0
         for i in range(0, N, chunk):
-            scores = self.forward(X[i : i + chunk])
+            Xc = X[i : i + chunk]
+            scores = self.forward(prep(Xc) if prep else Xc)
             logP = layers.log_softmax(scores)
             yc = y[i : i + chunk]
             loss_sum = loss_sum - logP[..., np.arange(len(yc)), yc].sum(axis=-1, dtype=np.float64)

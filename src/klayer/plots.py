@@ -1,11 +1,14 @@
 """Figures like the reports': cost, loss and accuracy against the update step, train and val.
 
-The only module that imports matplotlib, and only inside the functions (Agg backend).
+The only module that imports matplotlib, and only inside the functions (Agg backend). Figures are
+rendered in memory and written atomically.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from .io import save_figure
 
 __all__ = ["plot_history", "plot_curves", "plot_diagnostics"]
 
@@ -38,7 +41,7 @@ def plot_history(rows: list[dict], out_dir, title: str = "") -> list[Path]:
         ax.legend()
         fig.tight_layout()
         path = out_dir / f"{metric}.png"
-        fig.savefig(path)
+        save_figure(fig, path)
         plt.close(fig)
         paths.append(path)
     return paths
@@ -69,7 +72,7 @@ def plot_curves(
     if len(series) > 1:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return Path(path)
 
@@ -98,6 +101,6 @@ def plot_diagnostics(rows: list[dict], path, title: str = "") -> Path:
     axes[0].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return Path(path)

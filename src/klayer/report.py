@@ -17,6 +17,8 @@ import statistics
 import tomllib
 from pathlib import Path
 
+from .io import atomic_write
+
 __all__ = ["build_report", "reported_values"]
 
 SLACK = 0.005
@@ -397,6 +399,6 @@ def build_report(paths, out=None) -> tuple[Path, Path]:
         for d in loose:
             doc.img(d / "accuracy.png", f"{d.name}: accuracy")
     md, htm = out / "report.md", out / "report.html"
-    md.write_text(doc.markdown())
-    htm.write_text(doc.html())
+    atomic_write(md, doc.markdown())
+    atomic_write(htm, doc.html())
     return md, htm

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from .config import ExperimentConfig, ModelConfig, TrainConfig
 from .data.prepare import Dataset
-from .train import Trainer
+from .training import Trainer
 
 __all__ = ["overfit"]
 
@@ -35,9 +35,9 @@ def overfit(
     """
     small = replace(
         data,
-        X_train=data.X_train[:n].astype(dtype),
+        X_train=data.X_train[:n],
         y_train=data.y_train[:n],
-        X_val=data.X_train[n : 2 * n].astype(dtype),
+        X_val=data.X_train[n : 2 * n],
         y_val=data.y_train[n : 2 * n],
     )
     cfg = ExperimentConfig(

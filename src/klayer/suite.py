@@ -34,7 +34,7 @@ import numpy as np
 
 from .config import ExperimentConfig, load_experiment, read_toml
 from .errors import ConfigError
-from .runs import write_json
+from .io import write_json
 from .search import coarse_values, fine_values, top
 from .sweep import run_many
 

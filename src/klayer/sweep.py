@@ -40,11 +40,11 @@ def load_results(run_dir) -> dict | None:
 
 def lockstep_groups(configs: list[ExperimentConfig]) -> list[list[int]]:
     """Indices of configs grouped so that each group can train in one lockstep stack."""
-    from .train import _shared_part
+    from .training import lockstep_signature
 
     groups: dict[str, list[int]] = {}
     for i, c in enumerate(configs):
-        groups.setdefault(json.dumps(_shared_part(c), sort_keys=True), []).append(i)
+        groups.setdefault(json.dumps(lockstep_signature(c), sort_keys=True), []).append(i)
     return list(groups.values())
 
 
@@ -60,7 +60,7 @@ def _dataset(config: ExperimentConfig, root):
 
 def _run_task(config_dicts: list[dict], outs: list[str], root, lockstep: bool, threads: int = 1) -> list[dict]:
     """Worker entry point: train one lockstep stack (or its members one by one)."""
-    from .train import train, train_lockstep
+    from .runs import train, train_lockstep
 
     configs = [from_dict(d) for d in config_dicts]
     data = _dataset(configs[0], root)

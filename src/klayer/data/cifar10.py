@@ -104,6 +104,8 @@ class RawData:
     source: str
     layout: str
     n_classes: int = N_CLASSES
+    classes: tuple[str, ...] = CLASSES
+    image_shape: tuple[int, int, int] | None = (3, 32, 32)
 
 
 def default_data_dir() -> Path:

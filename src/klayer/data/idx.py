@@ -108,4 +108,6 @@ def load_idx_folder(folder) -> RawData:
         if y.min() < 0 or y.max() > 9:
             raise DataError(lp, f"label {int(y[(y < 0) | (y > 9)][0])} out of range [0, 10)")
         batches[part] = (X.reshape(len(X), -1), y)
-    return RawData(batches, str(folder), "idx")
+        shape = X.shape[1:]
+    image_shape = (1, *shape) if len(shape) == 2 else None
+    return RawData(batches, str(folder), "idx", 10, tuple(str(c) for c in range(10)), image_shape)

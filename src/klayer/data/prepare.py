@@ -7,8 +7,9 @@ Split protocols (``DataConfig.split``):
   assignment 3, 1000 in assignment 2's last part; any size works).
 
 The test set is always the test batch. Features are standardized per feature with the mean and
-standard deviation of the training split only, applied to every split, chunk by chunk into
-preallocated arrays of the requested dtype (no float64 copy of the data is ever made).
+standard deviation of the training split only, applied to every split. The splits stay raw
+(``uint8`` pixels) in memory; :meth:`Dataset.features` standardizes a mini-batch or a chunk at a
+time, so no float copy of the data is ever made.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from .cifar10 import RawData, load_cifar10
 from .idx import load_idx_folder
+from .validate import check_labels, check_rows
 
 __all__ = [
     "DataConfig",
     "Dataset",
     "feature_stats",
-    "fit_standardize",
     "standardize",
     "split_raw",
     "prepare",
@@ -72,7 +73,21 @@ class DataConfig:
 
 @dataclass
 class Dataset:
-    """Standardized splits: ``X_*: (N, d)`` float arrays, ``y_*: (N,)`` int64 labels."""
+    """The splits of a data set, kept raw, with the training split's statistics.
+
+    ``X_*: (N, d)`` are the raw features (``uint8`` pixels for images) and ``y_*: (N,)`` int64
+    labels. Standardization happens on the fly, a mini-batch or chunk at a time
+    (:meth:`features`), so the data stays in memory at one byte per pixel.
+
+    Attributes
+    ----------
+    mean, std : (d,) float64 per-feature statistics of the training split.
+    n_classes : C.
+    source : where the data came from (a path and layout).
+    classes : class names, ``C`` strings.
+    image_shape : ``(channels, height, width)`` of one row, or None for non-image features.
+    dtype : dtype of the standardized features (``"float32"`` or ``"float64"``).
+    """
 
     X_train: np.ndarray
     y_train: np.ndarray
@@ -84,6 +99,14 @@ class Dataset:
     std: np.ndarray
     n_classes: int = 10
     source: str = ""
+    classes: tuple[str, ...] = ()
+    image_shape: tuple[int, int, int] | None = None
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if not self.classes:
+            self.classes = tuple(str(c) for c in range(self.n_classes))
+        self._m = self._inv = None
 
     @property
     def input_size(self) -> int:
@@ -92,76 +115,82 @@ class Dataset:
     def sizes(self) -> dict:
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
 
+    def validate(self) -> Dataset:
+        """Check every split before training: real, finite features of one width, labels in
+        ``[0, n_classes)``, finite statistics. Raises DataError naming the split, row and column."""
+        d = self.input_size
+        for split in ("train", "val", "test"):
+            X, y = getattr(self, f"X_{split}"), getattr(self, f"y_{split}")
+            where = f"{self.source or 'data set'} ({split} split)"
+            check_rows(X, where, d)
+            check_labels(y, where, self.n_classes, len(X))
+        for name in ("mean", "std"):
+            a = np.asarray(getattr(self, name))
+            if a.shape != (d,) or not np.isfinite(a).all():
+                raise DataError(self.source or "data set", f"{name} must be {d} finite numbers")
+        if not (np.asarray(self.std) > 0).all():
+            raise DataError(self.source or "data set", "std must be positive")
+        return self
+
+    def _coefficients(self, dtype: np.dtype):
+        if self._m is None or self._m.dtype != dtype:
+            self._m, self._inv = np.asarray(self.mean).astype(dtype), (1.0 / np.asarray(self.std)).astype(dtype)
+        return self._m, self._inv
+
+    def features(self, X: np.ndarray, dtype=None, out: np.ndarray | None = None) -> np.ndarray:
+        """Standardized rows ``(X - mean) / std`` of raw ``X: (n, d)``, as ``dtype`` (default
+        :attr:`dtype`), written into ``out`` when given. Bit-identical to standardizing the whole
+        split at once: ``float(X) - float(mean)``, then times ``float(1 / std)``."""
+        dtype = np.dtype(dtype or (out.dtype if out is not None else self.dtype))
+        m, inv = self._coefficients(dtype)
+        out = np.subtract(X, m, out=out, dtype=dtype, casting="unsafe")
+        out *= inv
+        return out
+
 
 def feature_stats(X: np.ndarray, chunk: int = 4096):
-    """Per-feature mean and standard deviation (1/N) of ``X: (N, d)``, in float64, chunked."""
+    """Per-feature mean and standard deviation (1/N) of raw ``X: (N, d)``, in float64, chunked.
+
+    8-bit data is summed in float32 chunks of 256 rows, exactly (256 * 255**2 < 2**24), and
+    accumulated in float64; other data takes two passes (mean, then squared deviations). A
+    constant feature (MNIST's borders) gets std 1: it is centred, not scaled.
+    """
     N, d = X.shape
-    total = np.zeros(d)
-    sq = np.zeros(d)
-    for i in range(0, N, chunk):
-        c = X[i : i + chunk].astype(np.float64)
-        total += c.sum(axis=0)
-        sq += np.einsum("ij,ij->j", c, c)
-    mean = total / N
-    var = np.maximum(sq / N - mean**2, 0.0)
-    if not np.issubdtype(X.dtype, np.integer):  # two-pass for real-valued data, for accuracy
-        sq = np.zeros(d)
+    if X.dtype == np.uint8:
+        s1, s2 = np.zeros(d), np.zeros(d)
+        buf = np.empty((256, d), np.float32)
+        for i in range(0, N, 256):
+            c = buf[: min(256, N - i)]
+            c[...] = X[i : i + 256]
+            s1 += c.sum(axis=0)
+            s2 += np.einsum("ij,ij->j", c, c)
+        mean = s1 / N
+        var = np.maximum(s2 / N - mean**2, 0.0)
+    else:
+        mean = np.zeros(d)
+        for i in range(0, N, chunk):
+            mean += X[i : i + chunk].astype(np.float64).sum(axis=0)
+        mean /= N
+        var = np.zeros(d)
         for i in range(0, N, chunk):
             c = X[i : i + chunk] - mean
-            sq += np.einsum("ij,ij->j", c, c)
-        var = sq / N
+            var += np.einsum("ij,ij->j", c, c)
+        var /= N
     std = np.sqrt(var)
-    std[std == 0] = 1.0  # a constant feature (MNIST borders) is centred, not scaled
+    std[std == 0] = 1.0
     return mean, std
 
 
-def _standardize_inplace(out: np.ndarray, mean, std, chunk: int = 1024):
-    m = mean.astype(out.dtype)
-    inv = (1.0 / std).astype(out.dtype)
-    for i in range(0, len(out), chunk):
-        o = out[i : i + chunk]
-        o -= m
-        o *= inv
-
-
 def standardize(X: np.ndarray, mean, std, dtype="float32", chunk: int = 1024) -> np.ndarray:
-    """``(X - mean) / std`` into a new array of ``dtype``, chunk by chunk."""
-    out = np.empty(X.shape, np.dtype(dtype))
+    """``(X - mean) / std`` of a whole array into a new array of ``dtype``, chunk by chunk."""
+    dtype = np.dtype(dtype)
+    out = np.empty(X.shape, dtype)
+    m, inv = np.asarray(mean).astype(dtype), (1.0 / np.asarray(std)).astype(dtype)
     for i in range(0, len(X), chunk):
-        out[i : i + chunk] = X[i : i + chunk]
-    _standardize_inplace(out, mean, std, chunk)
+        o = out[i : i + chunk]
+        np.subtract(X[i : i + chunk], m, out=o, dtype=dtype, casting="unsafe")
+        o *= inv
     return out
-
-
-def fit_standardize(X: np.ndarray, dtype="float32"):
-    """Training statistics and the standardized training data, in two passes and no float64 copy.
-
-    For 8-bit data, the first pass casts chunks of 256 rows into the output and sums them and
-    their squares in float32, exactly (256 * 255**2 < 2**24), accumulating in float64; the second
-    standardizes the output in place.
-
-    Returns
-    -------
-    out : (N, d) array of ``dtype``; mean, std : (d,) float64.
-    """
-    if X.dtype != np.uint8:
-        mean, std = feature_stats(X)
-        return standardize(X, mean, std, dtype), mean, std
-    N, d = X.shape
-    out = np.empty(X.shape, np.dtype(dtype))
-    s1, s2 = np.zeros(d), np.zeros(d)
-    buf = np.empty((256, d), np.float32)
-    for i in range(0, N, 256):
-        c = buf[: min(256, N - i)]
-        c[...] = X[i : i + 256]
-        s1 += c.sum(axis=0)
-        s2 += np.einsum("ij,ij->j", c, c)
-        out[i : i + 256] = c
-    mean = s1 / N
-    std = np.sqrt(np.maximum(s2 / N - mean**2, 0.0))
-    std[std == 0] = 1.0
-    _standardize_inplace(out, mean, std)
-    return out, mean, std
 
 
 def split_raw(raw: RawData, split: str = "all", n_val: int = 5000):
@@ -185,20 +214,12 @@ def split_raw(raw: RawData, split: str = "all", n_val: int = 5000):
 
 
 def prepare(raw: RawData, split: str = "all", n_val: int = 5000, dtype="float32") -> Dataset:
-    """Split ``raw`` and standardize every split with the training split's statistics."""
+    """Split ``raw`` and compute the training split's statistics (standardization is applied
+    on the fly by :meth:`Dataset.features`)."""
     (Xtr, ytr), (Xva, yva), (Xte, yte) = split_raw(raw, split, n_val)
-    Xtr_s, mean, std = fit_standardize(Xtr, dtype)
+    mean, std = feature_stats(Xtr)
     return Dataset(
-        Xtr_s,
-        ytr.copy(),
-        standardize(Xva, mean, std, dtype),
-        yva.copy(),
-        standardize(Xte, mean, std, dtype),
-        yte.copy(),
-        mean,
-        std,
-        raw.n_classes,
-        raw.source,
+        Xtr, ytr, Xva, yva, Xte, yte, mean, std, raw.n_classes, raw.source, tuple(raw.classes), raw.image_shape, dtype
     )
 
 
