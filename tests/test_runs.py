@@ -25,7 +25,7 @@ from .conftest import tiny_dataset
 def small_net(seed=0, batch_norm=True, dtype="float64"):
     cfg = NetworkConfig(6, (5, 4), 3, batch_norm=batch_norm, dtype=dtype)
     net = Network.init(cfg, np.random.default_rng(seed))
-    for k, v in net.bn_state.items():
+    for v in net.bn_state.values():
         v[...] = np.random.default_rng(seed + 1).uniform(0.5, 2.0, v.shape)
     return net
 
