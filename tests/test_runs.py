@@ -279,10 +279,16 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, mo
     monkeypatch.setattr(Trainer, "step", real)
     latest = out / "checkpoint.safetensors"
     raw = latest.read_bytes()
-    latest.write_bytes({"flip": raw[:-9] + bytes([raw[-9] ^ 4]) + raw[-8:], "truncate": raw[:100], "empty": b""}[damage])
+    latest.write_bytes(
+        {"flip": raw[:-9] + bytes([raw[-9] ^ 4]) + raw[-8:], "truncate": raw[:100], "empty": b""}[damage]
+    )
     said = []
     train(cfg, data, out=out, resume=True, log=said.append)
-    assert len(said) == 1 and "checkpoint.safetensors" in said[0] and "resuming from checkpoint.prev.safetensors" in said[0]
+    assert (
+        len(said) == 1
+        and "checkpoint.safetensors" in said[0]
+        and "resuming from checkpoint.prev.safetensors" in said[0]
+    )
     assert "at update step 49" in said[0]
     assert_same_model(ref, out)  # still exactly the uninterrupted run
     assert not checkpoint_files(out)

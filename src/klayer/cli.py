@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import KlayerError
+from .errors import KlayerError, one_line
 
 __all__ = ["main"]
 
@@ -294,11 +294,11 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except KlayerError as e:
-        print(f"klayer: error: {e}", file=sys.stderr)
+        print(f"klayer: error: {one_line(e)}", file=sys.stderr)
         return e.exit_code
     except OSError as e:  # a fault outside klayer's own file writing: still one line
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        print(f"klayer: error: {where}{e.strerror or e}", file=sys.stderr)
+        print(f"klayer: error: {where}{one_line(e.strerror or e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("klayer: interrupted", file=sys.stderr)

@@ -9,6 +9,11 @@ from __future__ import annotations
 import os
 
 
+def one_line(text: str) -> str:
+    """``text`` with every run of whitespace (newlines included) made one space."""
+    return " ".join(str(text).split())
+
+
 class KlayerError(Exception):
     """Base class; the CLI prints ``klayer: error: <message>`` and exits ``exit_code``."""
 
@@ -20,8 +25,8 @@ class DataError(KlayerError, ValueError):
 
     def __init__(self, path, problem: str):
         self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+        self.problem = one_line(problem)
+        super().__init__(f"{self.path}: {self.problem}")
 
 
 class ChecksumError(DataError):

@@ -24,6 +24,16 @@ from .errors import OutputError
 __all__ = ["atomic_write", "write_json", "read_json", "write_rows", "save_figure", "ensure_dir"]
 
 
+def _file_mode() -> int:
+    """The mode an ordinary new file gets here (0o666 less the umask); mkstemp's is 0o600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_MODE = _file_mode()
+
+
 def ensure_dir(path) -> Path:
     """Create folder ``path`` (and parents); an OSError becomes an OutputError naming it."""
     path = Path(path)
@@ -64,6 +74,7 @@ def atomic_write(path, data: bytes | str) -> Path:
     try:
         fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), _MODE)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -33,6 +33,9 @@ __all__ = [
     "softmax",
     "log_softmax",
     "softmax_cross_entropy",
+    "dropout_mask",
+    "dropout_forward",
+    "dropout_backward",
 ]
 
 
@@ -194,24 +197,48 @@ def softmax(S: np.ndarray) -> np.ndarray:
     return P
 
 
-def softmax_cross_entropy(S: np.ndarray, y: np.ndarray):
-    """Mean cross-entropy of softmax scores and its gradient.
+def softmax_cross_entropy(S: np.ndarray, y: np.ndarray, smoothing: float = 0.0):
+    """Mean cross-entropy of softmax scores and its gradient, optionally with label smoothing.
 
     Parameters
     ----------
     S : (..., N, C) array of scores.
     y : (N,) integer labels in ``[0, C)``.
+    smoothing : label smoothing ``s``: the target is ``(1 - s) * Y + s / C`` instead of the
+        one-hot ``Y`` (Szegedy et al., 2016).
 
     Returns
     -------
-    loss : (...) array (a 0-d array for one network), ``mean_i -log p_i[y_i]``.
-    dS : (..., N, C) array, ``(P - Y) / N``.
+    loss : (...) array (a 0-d array for one network), ``mean_i -sum_c T_ic log p_ic``.
+    dS : (..., N, C) array, ``(P - T) / N``.
     """
-    N = S.shape[-2]
+    N, C = S.shape[-2:]
     logP = log_softmax(S)
     rows = np.arange(N)
     loss = -logP[..., rows, y].mean(axis=-1)
     dS = np.exp(logP)
-    dS[..., rows, y] -= 1
+    if smoothing:
+        loss = (1 - smoothing) * loss - smoothing / C * logP.sum(axis=-1).mean(axis=-1)
+        dS -= smoothing / C
+        dS[..., rows, y] -= 1 - smoothing
+    else:
+        dS[..., rows, y] -= 1
     dS /= N
     return loss, dS
+
+
+def dropout_mask(shape, p: float, rng: np.random.Generator, dtype=np.float64) -> np.ndarray:
+    """An inverted-dropout mask: each entry ``1 / (1 - p)`` with probability ``1 - p``, else 0."""
+    keep = rng.random(shape, dtype=np.float32 if np.dtype(dtype) == np.float32 else np.float64) >= p
+    return keep.astype(dtype) * np.asarray(1.0 / (1.0 - p), dtype)
+
+
+def dropout_forward(H: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Inverted dropout with a given mask (from :func:`dropout_mask`): ``H * mask``. Training
+    only; the expected output equals ``H``, so evaluation uses ``H`` unchanged."""
+    return H * mask
+
+
+def dropout_backward(dout: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Gradient through :func:`dropout_forward`: ``dout * mask``."""
+    return dout * mask

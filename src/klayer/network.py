@@ -29,6 +29,7 @@ __all__ = [
     "backward",
     "loss_and_grads",
     "data_loss_and_grads",
+    "dropout_masks",
     "hidden_activations",
     "stack_networks",
     "unstack_network",
@@ -54,6 +55,9 @@ class NetworkConfig:
     sigma : float, standard deviation for ``init="normal"``.
     eps : float added to the batch variance.
     dtype : ``"float32"`` or ``"float64"``.
+    dropout : probability of zeroing a hidden unit's output in training (inverted dropout:
+        survivors are scaled by ``1 / (1 - dropout)``, so evaluation uses the network unchanged).
+    input_dropout : the same for the input features.
     """
 
     input_size: int = 3072
@@ -64,6 +68,8 @@ class NetworkConfig:
     sigma: float = 1e-1
     eps: float = 1e-10
     dtype: str = "float64"
+    dropout: float = 0.0
+    input_dropout: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(int(m) for m in self.hidden))
@@ -78,6 +84,8 @@ class NetworkConfig:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if not self.sigma > 0 or not self.eps > 0:
             raise ConfigError(f"sigma and eps must be positive, got {self.sigma}, {self.eps}")
+        if not (0 <= self.dropout < 1 and 0 <= self.input_dropout < 1):
+            raise ConfigError(f"dropout rates must be in [0, 1), got {self.dropout}, {self.input_dropout}")
 
     @property
     def n_layers(self) -> int:
@@ -139,7 +147,26 @@ def init_bn_state(config: NetworkConfig, K: int | None = None) -> dict[str, np.n
     return state
 
 
-def forward(params, X, config: NetworkConfig, *, train: bool = True, bn_state=None):
+def dropout_masks(config: NetworkConfig, n: int, rng: np.random.Generator, K: int | None = None) -> dict:
+    """Inverted-dropout masks for one training batch of ``n`` rows, drawn from ``rng``.
+
+    Returns
+    -------
+    dict ``H0`` (the input, ``(..., n, d)``) and ``H{l}`` (hidden layer ``l``'s output,
+    ``(..., n, m_l)``), only for the rates that are non-zero; ``...`` is ``(K,)`` for a stack, so
+    every network of a lockstep stack has masks of its own.
+    """
+    lead = () if K is None else (K,)
+    masks = {}
+    if config.input_dropout:
+        masks["H0"] = layers.dropout_mask((*lead, n, config.input_size), config.input_dropout, rng, config.dtype)
+    if config.dropout:
+        for l, m in enumerate(config.hidden, start=1):
+            masks[f"H{l}"] = layers.dropout_mask((*lead, n, m), config.dropout, rng, config.dtype)
+    return masks
+
+
+def forward(params, X, config: NetworkConfig, *, train: bool = True, bn_state=None, masks=None):
     """Class scores of a batch. Pure: nothing is modified.
 
     Parameters
@@ -150,6 +177,7 @@ def forward(params, X, config: NetworkConfig, *, train: bool = True, bn_state=No
     train : bool
         Batch norm with batch statistics (True) or with ``bn_state`` running averages (False).
     bn_state : dict ``mu{l}, var{l}``, needed when ``train`` is False and batch norm is on.
+    masks : dropout masks (:func:`dropout_masks`) applied in training; None: no dropout.
 
     Returns
     -------
@@ -158,7 +186,8 @@ def forward(params, X, config: NetworkConfig, *, train: bool = True, bn_state=No
     batch_stats : dict ``mu{l}, var{l}`` of this batch (empty unless training with batch norm).
     """
     k = config.n_layers
-    H = X
+    masks = masks if (train and masks) else {}
+    H = layers.dropout_forward(X, masks["H0"]) if "H0" in masks else X
     caches = []
     batch_stats = {}
     for l in range(1, k):
@@ -172,11 +201,14 @@ def forward(params, X, config: NetworkConfig, *, train: bool = True, bn_state=No
             else:
                 S = layers.batchnorm_eval_forward(S, gamma, beta, bn_state[f"mu{l}"], bn_state[f"var{l}"], config.eps)
         H, relu_cache = layers.relu_forward(S)
+        mask = masks.get(f"H{l}")
+        if mask is not None:
+            H = layers.dropout_forward(H, mask)
         if train:
-            caches.append((lin_cache, bn_cache, relu_cache))
+            caches.append((lin_cache, bn_cache, relu_cache, mask))
     scores, lin_cache = layers.linear_forward(H, params[f"W{k}"], params[f"b{k}"])
     if train:
-        caches.append((lin_cache, None, None))
+        caches.append((lin_cache, None, None, None))
         return scores, caches, batch_stats
     return scores, None, batch_stats
 
@@ -207,7 +239,9 @@ def backward(dscores, caches, config: NetworkConfig) -> dict[str, np.ndarray]:
     grads = {}
     dH, grads[f"W{k}"], grads[f"b{k}"] = layers.linear_backward(dscores, caches[k - 1][0])
     for l in range(k - 1, 0, -1):
-        lin_cache, bn_cache, H = caches[l - 1]
+        lin_cache, bn_cache, H, mask = caches[l - 1]
+        if mask is not None:
+            dH = layers.dropout_backward(dH, mask)
         dS = layers.relu_backward(dH, H)
         if config.batch_norm:
             dS, grads[f"gamma{l}"], grads[f"beta{l}"] = layers.batchnorm_backward(dS, bn_cache)
@@ -226,7 +260,7 @@ def weight_penalty(params, config: NetworkConfig):
     return sum(np.einsum("...ij,...ij->...", params[f"W{l}"], params[f"W{l}"]) for l in range(1, config.n_layers + 1))
 
 
-def data_loss_and_grads(params, X, y, config: NetworkConfig, scale=None):
+def data_loss_and_grads(params, X, y, config: NetworkConfig, scale=None, masks=None, smoothing: float = 0.0):
     """Mean cross-entropy and the gradients of its data term only (no penalty).
 
     Parameters
@@ -234,19 +268,21 @@ def data_loss_and_grads(params, X, y, config: NetworkConfig, scale=None):
     scale : None, or a (K,) array multiplying each network's upstream gradient, so that every
         gradient comes out multiplied by it (the trainer passes the learning rates, which saves a
         pass over the weights).
+    masks : dropout masks (:func:`dropout_masks`), or None.
+    smoothing : label smoothing of the targets (:func:`klayer.layers.softmax_cross_entropy`).
 
     Returns
     -------
     loss : (...) array; grads : dict; batch_stats : dict (see :func:`loss_and_grads`).
     """
-    scores, caches, batch_stats = forward(params, X, config, train=True)
-    loss, dscores = layers.softmax_cross_entropy(scores, y)
+    scores, caches, batch_stats = forward(params, X, config, train=True, masks=masks)
+    loss, dscores = layers.softmax_cross_entropy(scores, y, smoothing)
     if scale is not None:
         dscores *= np.asarray(scale, dscores.dtype).reshape(-1, 1, 1)
     return loss, backward(dscores, caches, config), batch_stats
 
 
-def loss_and_grads(params, X, y, config: NetworkConfig, lam):
+def loss_and_grads(params, X, y, config: NetworkConfig, lam, masks=None, smoothing: float = 0.0):
     """Cost, loss and gradients of every parameter on one batch, batch norm in training mode.
 
     Parameters
@@ -255,6 +291,8 @@ def loss_and_grads(params, X, y, config: NetworkConfig, lam):
     X : (N, d) or (K, N, d) array.
     y : (N,) integer labels.
     lam : float, or (K,) array, the L2 penalty on weight matrices.
+    masks : dropout masks for this batch (:func:`dropout_masks`), or None.
+    smoothing : label smoothing of the targets.
 
     Returns
     -------
@@ -268,7 +306,7 @@ def loss_and_grads(params, X, y, config: NetworkConfig, lam):
     The penalty is the assignments' ``lam * sum ||W||^2`` (gradient ``2 lam W``). scikit-learn's
     ``alpha`` is ``0.5 * alpha * ||W||^2 / n_samples``, so ``alpha = 2 * lam * batch_size``.
     """
-    loss, grads, batch_stats = data_loss_and_grads(params, X, y, config)
+    loss, grads, batch_stats = data_loss_and_grads(params, X, y, config, masks=masks, smoothing=smoothing)
     for l in range(1, config.n_layers + 1):
         W = params[f"W{l}"]
         grads[f"W{l}"] += 2 * _lam_like(lam, W) * W

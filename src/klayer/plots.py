@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .io import save_figure
 
-__all__ = ["plot_history", "plot_curves", "plot_diagnostics"]
+__all__ = ["plot_history", "plot_curves", "plot_diagnostics", "plot_lr_range", "plot_schedules"]
 
 _LABELS = {"cost": "cost", "loss": "loss (cross-entropy)", "accuracy": "accuracy"}
 
@@ -100,6 +100,67 @@ def plot_diagnostics(rows: list[dict], path, title: str = "") -> Path:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_lr_range(result: dict, path) -> Path:
+    """The learning-rate range test: smoothed batch loss and validation accuracy against ``eta``
+    (log axis), with the suggested ``eta_min`` and ``eta_max`` marked."""
+    plt = _pyplot()
+    rows = result["rows"]
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
+    ax.plot([r["eta"] for r in rows], [r["smoothed_loss"] for r in rows], color="tab:blue", label="training loss")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate eta")
+    ax.set_ylabel("training loss (smoothed)", color="tab:blue")
+    ax2 = ax.twinx()
+    ev = [r for r in rows if r.get("val_accuracy") is not None]
+    ax2.plot([r["eta"] for r in ev], [r["val_accuracy"] for r in ev], "o-", ms=3, color="tab:orange")
+    ax2.set_ylabel("validation accuracy", color="tab:orange")
+    s = result["suggestion"]
+    for key, style in (("eta_min", ":"), ("eta_max", "--")):
+        ax.axvline(s[key], color="k", ls=style, lw=1)
+        ax.annotate(f"{key} {s[key]:.2g}", (s[key], 0.98), xycoords=("data", "axes fraction"), fontsize=8,
+                    rotation=90, va="top", ha="right")  # fmt: skip
+    ax.set_title(f"learning-rate range test: {result['experiment']}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_schedules(path, n_s: int = 500, n_cycles: int = 3) -> Path:
+    """Every learning-rate schedule over the same run, one panel each (for the docs)."""
+    import numpy as np
+
+    from .training import schedules as s
+
+    plt = _pyplot()
+    T = 2 * n_s * n_cycles
+    t = np.arange(T + 1)
+    lo, hi = 1e-5, 1e-1
+    curves = {
+        "cyclic (triangular)": [s.cyclic_eta(i, lo, hi, n_s) for i in t],
+        "triangular2": [s.triangular2_eta(i, lo, hi, n_s) for i in t],
+        "exp_range (gamma 0.9995)": [s.exp_range_eta(i, lo, hi, n_s, 0.9995) for i in t],
+        "one_cycle (warmup 0.3)": [s.one_cycle_eta(i, lo, hi, T, 0.3) for i in t],
+        "cosine (warmup 0.05)": [s.cosine_eta(i, lo, hi, T, 0.05) for i in t],
+        "decay (0.9 per 100 updates)": [s.decay_eta(i, hi, 0.9, 100) for i in t],
+    }
+    fig, axes = plt.subplots(2, 3, figsize=(12, 5.5), dpi=100, sharex=True)
+    for ax, (name, eta) in zip(axes.flat, curves.items(), strict=True):
+        ax.plot(t, eta)
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in axes[1]:
+        ax.set_xlabel("update step t")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("eta")
+    fig.suptitle(f"learning-rate schedules, eta_min {lo:g}, eta_max {hi:g}, n_s {n_s}, {n_cycles} cycles")
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import lzma
 import os
 import posixpath
 import tarfile
+import zlib
 from pathlib import Path
 
 from ..errors import DataError
 
 __all__ = ["check_member", "read_members", "safe_extract"]
+
+# what a corrupt or truncated (compressed) tar stream raises while it is read
+_ARCHIVE_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError, zlib.error, lzma.LZMAError)
 
 
 def check_member(member: tarfile.TarInfo, archive) -> None:
@@ -36,7 +41,7 @@ def _open(archive) -> tarfile.TarFile:
         return tarfile.open(archive, "r:*")
     except FileNotFoundError:
         raise DataError(archive, "file not found") from None
-    except (tarfile.TarError, OSError, EOFError) as e:
+    except _ARCHIVE_ERRORS as e:
         raise DataError(archive, f"not a readable tar archive ({e})") from None
 
 
@@ -61,7 +66,7 @@ def read_members(archive, wanted: dict[str, str]) -> dict[str, bytes]:
                 base = posixpath.basename(member.name)
                 if member.isfile() and base in wanted:
                     found[wanted[base]] = tar.extractfile(member).read()
-        except (tarfile.TarError, OSError, EOFError, ValueError) as e:
+        except _ARCHIVE_ERRORS as e:
             raise DataError(archive, f"corrupt or truncated archive ({e})") from None
     return found
 
@@ -76,7 +81,7 @@ def safe_extract(archive, dest) -> Path:
     with _open(archive) as tar:
         try:
             members = tar.getmembers()
-        except (tarfile.TarError, OSError, EOFError) as e:
+        except _ARCHIVE_ERRORS as e:
             raise DataError(archive, f"corrupt or truncated archive ({e})") from None
         for member in members:
             check_member(member, archive)
@@ -86,7 +91,7 @@ def safe_extract(archive, dest) -> Path:
                 tar.extractall(dest, members=members, filter="data")
             else:  # pragma: no cover - Python without PEP 706
                 tar.extractall(dest, members=members)
-        except (tarfile.TarError, OSError, EOFError) as e:
+        except _ARCHIVE_ERRORS as e:
             raise DataError(archive, f"extraction failed ({e})") from None
     real = os.path.realpath(dest)
     for member in members:

@@ -18,7 +18,6 @@ Every batch comes back as ``X: (N, 3072) uint8`` (1024 red, 1024 green, 1024 blu
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 from ..errors import DataError
 from .archive import read_members
 from .download import download
+from .matfile import read_mat
 from .safe_pickle import safe_loads
 
 __all__ = [
@@ -162,12 +162,7 @@ def parse_binary_batch(data: bytes, path):
 
 def parse_matlab_batch(data: bytes, path):
     """A ``.mat`` batch (MATLAB v5) with ``data (N, 3072) uint8`` and ``labels (N, 1)``."""
-    import scipy.io
-
-    try:
-        d = scipy.io.loadmat(io.BytesIO(data))
-    except Exception as e:  # scipy raises many kinds of errors on bad files
-        raise DataError(path, f"not a valid MATLAB file ({type(e).__name__}: {e})") from None
+    d = read_mat(data, path)
     for key in ("data", "labels"):
         if key not in d:
             raise DataError(path, f"missing variable {key!r}")

@@ -6,6 +6,11 @@ example). CIFAR batches need only three globals: ``numpy.ndarray``, ``numpy.dtyp
 with protocol 2 also store ``bytes`` as ``_codecs.encode(text, "latin1")``; that one is allowed
 through a wrapper that accepts the latin-1 codec only. Every other global is refused before
 anything is imported or called.
+
+Even the allowed numpy globals never see the pickle's arguments: they are replaced by stand-ins
+that validate the array's shape, dtype (plain numeric types only) and byte count and then build
+it with ``numpy.frombuffer``. Crafted ``__setstate__`` arguments reach no C code (fuzzing found
+that numpy's own reconstruction could be crashed by them).
 """
 
 from __future__ import annotations
@@ -18,12 +23,10 @@ import numpy as np
 
 from ..errors import DataError
 
-try:  # NumPy >= 2
-    from numpy._core.multiarray import _reconstruct
-except ImportError:  # pragma: no cover - NumPy 1.x
-    from numpy.core.multiarray import _reconstruct
-
 __all__ = ["safe_loads"]
+
+MAX_ELEMENTS = 2**31
+_DTYPES = {"u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f4", "f8", "b1"}
 
 
 def _latin1_encode(text, encoding="utf-8", errors="strict"):
@@ -32,12 +35,66 @@ def _latin1_encode(text, encoding="utf-8", errors="strict"):
     return text.encode("latin-1", errors="strict")
 
 
+class _NDArrayClass:
+    """Stands for ``numpy.ndarray`` in a pickle: only :func:`_reconstruct` may use it."""
+
+
+class _DType:
+    """Stands for ``numpy.dtype(name, align, copy)``; its pickled state may set the byte order."""
+
+    def __init__(self, name, align=False, copy=True):
+        name = name.decode("latin-1") if isinstance(name, bytes) else name
+        if not isinstance(name, str) or name.lstrip("<>|=") not in _DTYPES:
+            raise pickle.UnpicklingError(f"dtype {name!r} is not allowed")
+        self.dtype = np.dtype(name.lstrip("<>|="))
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) < 2:
+            raise pickle.UnpicklingError("bad dtype state")
+        order = state[1].decode("latin-1") if isinstance(state[1], bytes) else state[1]
+        if order not in ("<", ">", "|", "="):
+            raise pickle.UnpicklingError(f"bad byte order {order!r}")
+        if self.dtype.itemsize > 1 and order in "<>":
+            self.dtype = self.dtype.newbyteorder(order)
+
+
+class _Array:
+    """Stands for an array while unpickling; :meth:`__setstate__` validates its state and builds
+    the array from the raw bytes with ``numpy.frombuffer`` (numpy never sees crafted state)."""
+
+    def __init__(self, cls, shape, typecode):
+        if cls is not _NDArrayClass:
+            raise pickle.UnpicklingError("_reconstruct of something other than ndarray")
+        self.array = None
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError("bad array state")
+        shape, dtype, fortran, raw = state[-4:]
+        if not isinstance(shape, tuple) or not all(isinstance(n, int) and 0 <= n < MAX_ELEMENTS for n in shape):
+            raise pickle.UnpicklingError(f"bad array shape {shape!r}")
+        if not isinstance(dtype, _DType) or not isinstance(fortran, bool):
+            raise pickle.UnpicklingError("bad array dtype or order")
+        if isinstance(raw, str):
+            raw = raw.encode("latin-1")
+        if not isinstance(raw, bytes):
+            raise pickle.UnpicklingError("array data is not bytes")
+        n = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if n > MAX_ELEMENTS or n * dtype.dtype.itemsize != len(raw):
+            raise pickle.UnpicklingError(f"{len(raw)} data bytes for shape {shape} of {dtype.dtype}")
+        self.array = np.frombuffer(raw, dtype.dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _reconstruct(cls, shape, typecode):
+    return _Array(cls, shape, typecode)
+
+
 _ALLOWED = {
     ("_codecs", "encode"): _latin1_encode,
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
+    ("numpy", "ndarray"): _NDArrayClass,
+    ("numpy", "dtype"): _DType,
 }
 
 
@@ -53,6 +110,23 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise _Refused(f"{module}.{name}") from None
 
 
+def _materialize(obj, depth=0):
+    """Replace the stand-ins of a loaded object by real arrays (dicts, lists and tuples walked)."""
+    if depth > 50:
+        raise pickle.UnpicklingError("nested too deeply")
+    if isinstance(obj, _Array):
+        if obj.array is None:
+            raise pickle.UnpicklingError("an array without its data")
+        return obj.array
+    if isinstance(obj, (_DType, _NDArrayClass)) or obj is _NDArrayClass:
+        raise pickle.UnpicklingError("a bare dtype or class where data was expected")
+    if isinstance(obj, dict):
+        return {_materialize(k, depth + 1): _materialize(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_materialize(v, depth + 1) for v in obj)
+    return obj
+
+
 def safe_loads(data: bytes, path) -> object:
     """Unpickle ``data`` (read from ``path``, named in errors) allowing only CIFAR's globals.
 
@@ -62,7 +136,7 @@ def safe_loads(data: bytes, path) -> object:
         If the pickle refers to any other global, or is not a valid pickle.
     """
     try:
-        return _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+        return _materialize(_RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load())
     except _Refused as e:
         raise DataError(path, f"refused to unpickle: it refers to {e}, which could run code") from None
     except Exception as e:  # truncated or garbage data: pickle raises many kinds of errors

@@ -11,9 +11,15 @@ Everything that is not training hangs on the loop through :class:`~klayer.traini
 events: checkpoints, history files, models and plots (:mod:`klayer.runs`), per-layer diagnostics
 (:mod:`klayer.diagnostics`).
 
-Randomness: ``seed`` draws the initialization, ``shuffle_seed`` (default ``seed``) the epoch
-permutations and the fixed training-evaluation subset, each from its own
-``numpy.random.SeedSequence`` stream. A seed fully determines a run.
+Techniques plug in at one place each: the optimizer (:mod:`klayer.training.optim`) updates the
+parameters, the schedule (:mod:`klayer.training.schedules`) gives ``eta``, the augmenter
+(:mod:`klayer.training.augment`) transforms the raw mini-batch before standardization (shared by
+a lockstep stack), dropout masks (:func:`klayer.network.dropout_masks`, one per network) and label
+smoothing go to the loss.
+
+Randomness: ``seed`` draws the initialization (and the dropout masks), ``shuffle_seed`` (default
+``seed``) the epoch permutations, the fixed training-evaluation subset and the augmentation, each
+from its own ``numpy.random.SeedSequence`` stream. A seed fully determines a run.
 """
 
 from __future__ import annotations
@@ -28,14 +34,24 @@ from tqdm.auto import tqdm
 from ..config import ExperimentConfig
 from ..data.prepare import Dataset
 from ..errors import ConfigError, DivergenceError, KlayerError
-from ..network import Network, data_loss_and_grads, forward, stack_networks, unstack_network
+from ..network import Network, data_loss_and_grads, dropout_masks, forward, stack_networks, unstack_network
+from .augment import Augmenter
 from .callbacks import Callback
 from .optim import make_optimizer
-from .schedules import constant_eta, cyclic_eta, decay_eta
+from .schedules import (
+    CYCLIC_SCHEDULES,
+    constant_eta,
+    cosine_eta,
+    cyclic_eta,
+    decay_eta,
+    exp_range_eta,
+    one_cycle_eta,
+    triangular2_eta,
+)
 
 __all__ = ["Trainer", "rng_for", "LOCKSTEP_KEYS", "lockstep_signature"]
 
-_STREAMS = {"init": 0, "shuffle": 1, "eval": 2}
+_STREAMS = {"init": 0, "shuffle": 1, "eval": 2, "augment": 3, "dropout": 4}
 # keys that may differ between networks trained in lockstep
 LOCKSTEP_KEYS = {
     "model": {"init", "sigma"},
@@ -69,9 +85,11 @@ class Trainer:
     configs : K experiment configs that differ only in :data:`LOCKSTEP_KEYS`.
     data : the Dataset (raw rows; mini-batches are standardized on the fly).
     callbacks : :class:`~klayer.training.Callback` objects told of the loop's events.
+    schedule : None, or a function ``t -> (K,) eta`` replacing the configured schedule (the
+        learning-rate range test uses it).
     """
 
-    def __init__(self, configs: list[ExperimentConfig], data: Dataset, callbacks=()):
+    def __init__(self, configs: list[ExperimentConfig], data: Dataset, callbacks=(), schedule=None):
         if not configs:
             raise ConfigError("no configs to train")
         shared = lockstep_signature(configs[0])
@@ -104,14 +122,22 @@ class Trainer:
         if N < tc.batch_size:
             raise ConfigError(f"train.batch_size={tc.batch_size} exceeds the {N} training images")
         self.steps_per_epoch = N // tc.batch_size
-        if tc.schedule == "cyclic":
+        if tc.schedule in CYCLIC_SCHEDULES:
             self.total_steps = 2 * tc.n_s * tc.n_cycles
             self.cycle = 2 * tc.n_s
         else:
             self.total_steps = tc.n_epochs * self.steps_per_epoch
             self.cycle = self.steps_per_epoch
         self.eval_every = max(1, round(self.cycle / tc.evals_per_cycle))
+        self.schedule = schedule
         self.rng = rng_for(tc.data_seed, "shuffle")
+        try:
+            self.augmenter = Augmenter.from_config(configs[0].augment, data.image_shape)
+        except ValueError as e:
+            raise ConfigError(f"augment: {e}") from None
+        self.augment_rng = rng_for(tc.data_seed, "augment")
+        self.dropout_rngs = [rng_for(c.train.seed, "dropout") for c in configs]  # masks per network
+        self.smoothing = tc.label_smoothing
         n_sub = tc.eval_train_subset
         if n_sub and n_sub < N:
             sub = np.sort(rng_for(tc.data_seed, "eval").choice(N, n_sub, replace=False))
@@ -135,32 +161,46 @@ class Trainer:
     def eta_at(self, t: int) -> np.ndarray:
         """Learning rate of every network at update step ``t``, shape (K,)."""
         tc = self.tc
-        if tc.schedule == "cyclic":
-            return cyclic_eta(t, self.eta_min, self.eta_max, tc.n_s)
-        if tc.schedule == "constant":
+        lo, hi, s = self.eta_min, self.eta_max, tc.schedule
+        if self.schedule is not None:
+            return np.broadcast_to(np.asarray(self.schedule(t), self.lam.dtype), (self.K,))
+        if s == "cyclic":
+            return cyclic_eta(t, lo, hi, tc.n_s)
+        if s == "triangular2":
+            return triangular2_eta(t, lo, hi, tc.n_s)
+        if s == "exp_range":
+            return exp_range_eta(t, lo, hi, tc.n_s, tc.exp_gamma)
+        if s == "one_cycle":
+            return one_cycle_eta(t, lo, hi, self.total_steps, tc.warmup)
+        if s == "cosine":
+            return cosine_eta(t, lo, hi, self.total_steps, tc.warmup)
+        if s == "constant":
             return constant_eta(t, self.eta)
         return decay_eta(t, self.eta, tc.decay, self.steps_per_epoch)
 
     # -- one update ---------------------------------------------------------------------------
-    def batch(self):
+    def batch(self, augment: bool = True):
         """The mini-batch of update ``t``: standardized ``X: (B, d)`` and labels ``y: (B,)``.
 
-        Each epoch draws a permutation of the training set and takes contiguous slices of it."""
+        Each epoch draws a permutation of the training set and takes contiguous slices of it;
+        the raw rows are augmented (when configured) before they are standardized."""
         spe, B = self.steps_per_epoch, self.tc.batch_size
         epoch, j = divmod(self.t, spe)
         if epoch != self.perm_epoch:
             self.perm = self.rng.permutation(len(self.data.y_train))
             self.perm_epoch = epoch
         idx = self.perm[j * B : (j + 1) * B]
-        np.take(self.data.X_train, idx, axis=0, out=self._raw)
-        return self.data.features(self._raw, out=self._xbuf), self.data.y_train[idx]
+        raw = np.take(self.data.X_train, idx, axis=0, out=self._raw)
+        if augment and self.augmenter is not None:
+            raw = self.augmenter(raw, self.augment_rng)
+        return self.data.features(raw, out=self._xbuf), self.data.y_train[idx]
 
     def init_bn_state(self):
         """Running statistics start at the first mini-batch's statistics (as the assignments do)."""
         if not self.config.batch_norm:
             return
         saved = (self.rng.bit_generator.state, self.perm.copy(), self.perm_epoch)
-        X, _ = self.batch()
+        X, _ = self.batch(augment=False)
         self.rng.bit_generator.state, self.perm, self.perm_epoch = saved
         _, _, stats = forward(self.stack.params, X, self.config, train=True)
         for k, v in stats.items():
@@ -172,8 +212,14 @@ class Trainer:
         params, bn_state = self.stack.params, self.stack.bn_state
         eta = self.eta_at(self.t).astype(self.lam.dtype)
         scale = eta if self.optimizer.prescaled else None
+        cfg = self.config
+        masks = None
+        if cfg.dropout or cfg.input_dropout:
+            per_net = [dropout_masks(cfg, len(y), rng, 1) for rng in self.dropout_rngs]
+            masks = {k: np.concatenate([m[k] for m in per_net]) for k in per_net[0]} if self.K > 1 else per_net[0]
         with np.errstate(over="ignore", invalid="ignore"):  # a non-finite loss is handled below
-            loss, grads, stats = data_loss_and_grads(params, X, y, self.config, scale=scale)
+            loss, grads, stats = data_loss_and_grads(params, X, y, cfg, scale, masks, self.smoothing)
+        self.last_loss = loss
         bad = ~np.isfinite(loss)
         if bad.any():
             self._diverge(bad, loss, grads)
@@ -293,6 +339,8 @@ class Trainer:
             "t": self.t,
             "perm_epoch": self.perm_epoch,
             "rng": self.rng.bit_generator.state,
+            "rng_augment": self.augment_rng.bit_generator.state,
+            "rng_dropout": [r.bit_generator.state for r in self.dropout_rngs],
             "history": self.history,
             "diverged": self.diverged,
             "train_seconds": self.train_seconds,
@@ -314,6 +362,9 @@ class Trainer:
         self.t = meta["t"]
         self.perm_epoch = meta["perm_epoch"]
         self.rng.bit_generator.state = meta["rng"]
+        self.augment_rng.bit_generator.state = meta["rng_augment"]
+        for r, s in zip(self.dropout_rngs, meta["rng_dropout"], strict=True):
+            r.bit_generator.state = s
         self.history = meta["history"]
         self.diverged = meta["diverged"]
         self.train_seconds = meta["train_seconds"]

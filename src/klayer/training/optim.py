@@ -6,6 +6,9 @@ dict of arrays, saved in checkpoints so that a resumed run continues bitwise), a
 speed; nothing else is touched). Every array may carry a leading model axis ``K``; ``eta`` and
 ``lam`` are then ``(K,)`` arrays.
 
+Optimizers: :class:`SGD` (plain, heavy-ball or Nesterov momentum) and :class:`Adam` (AdamW with
+decoupled ``weight_decay``).
+
 SGD consumes gradients already multiplied by each network's learning rate (``prescaled``; see
 :func:`klayer.network.data_loss_and_grads`), which saves a pass over the weights. The penalty
 ``lam * ||W||^2`` of the cost is applied here, to weight matrices only, without materializing its
@@ -22,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SGD", "sgd_update", "make_optimizer"]
+__all__ = ["SGD", "Adam", "sgd_update", "adam_update", "make_optimizer"]
 
 
 def _per_model(v, like: np.ndarray) -> np.ndarray:
@@ -84,6 +87,70 @@ class SGD:
         sgd_update(params, grads, state, eta, lam, self.momentum, self.nesterov)
 
 
+def adam_update(params, grads, state, eta, lam, t: int, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    """Adam (Kingma & Ba, 2015), or AdamW with ``weight_decay > 0`` (Loshchilov & Hutter, 2019).
+
+    Parameters
+    ----------
+    grads : dict of ``dL/dparam`` (NOT multiplied by ``eta``; overwritten).
+    state : ``{"m.<name>", "v.<name>"}`` first and second moment estimates, updated in place.
+    eta, lam : (K,) learning rates and penalties; ``t`` : updates done before this one.
+
+    Notes
+    -----
+    ``lam`` keeps its meaning: the gradient of the cost's ``lam * ||W||^2`` is added to ``g``
+    before the moments (coupled L2, scaled by Adam's per-entry step like any gradient).
+    ``weight_decay`` is decoupled: ``p <- p - eta * weight_decay * p`` apart from the adaptive step
+    (PyTorch's AdamW), on weight matrices only::
+
+        g = dL/dp + 2 lam p;  m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
+        p <- p (1 - eta wd) - eta * (m / (1 - b1^(t+1))) / (sqrt(v / (1 - b2^(t+1))) + eps)
+    """
+    c1, c2 = 1 - beta1 ** (t + 1), 1 - beta2 ** (t + 1)
+    eta = np.asarray(eta)
+    for name, g in grads.items():
+        p = params[name]
+        is_W = name.startswith("W")
+        if is_W and np.any(lam):
+            g += _per_model(2 * np.asarray(lam), p) * p
+        m, v = state[f"m.{name}"], state[f"v.{name}"]
+        m *= beta1
+        m += (1 - beta1) * g
+        v *= beta2
+        g *= g
+        g *= 1 - beta2
+        v += g
+        denom = np.sqrt(v / c2)
+        denom += eps
+        if is_W and weight_decay:
+            p *= _per_model(1 - eta * weight_decay, p)
+        step = m / denom
+        step *= _per_model(eta / c1, p)
+        p -= step
+
+
+@dataclass(frozen=True)
+class Adam:
+    """Adam with the cost's L2 penalty; AdamW when ``weight_decay > 0``."""
+
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    prescaled = False
+
+    def init(self, params: dict) -> dict:
+        state = {f"m.{k}": np.zeros_like(p) for k, p in params.items()}
+        state.update({f"v.{k}": np.zeros_like(p) for k, p in params.items()})
+        return state
+
+    def update(self, params, grads, state, eta, lam, t: int) -> None:
+        adam_update(params, grads, state, eta, lam, t, self.beta1, self.beta2, self.eps, self.weight_decay)
+
+
 def make_optimizer(train_config):
     """The optimizer a :class:`~klayer.config.TrainConfig` asks for."""
-    return SGD(train_config.momentum, getattr(train_config, "nesterov", False))
+    tc = train_config
+    if tc.optimizer == "sgd":
+        return SGD(tc.momentum, tc.nesterov)
+    return Adam(tc.beta1, tc.beta2, tc.adam_eps, tc.weight_decay if tc.optimizer == "adamw" else 0.0)

@@ -1,0 +1,479 @@
+"""Techniques beyond the reports, each on its own: schedules, optimizers, augmentation, dropout,
+label smoothing, ensembles."""
+
+import math
+
+import numpy as np
+import pytest
+
+from klayer import layers
+from klayer.network import Network, NetworkConfig, dropout_masks, loss_and_grads
+from klayer.training import schedules as sch
+from klayer.training.augment import Augmenter, colour_jitter, flip, resized_crop, translate
+from klayer.training.optim import SGD, Adam, adam_update
+
+
+# -- schedules --------------------------------------------------------------------------------
+def test_triangular2_halves_the_amplitude_every_cycle():
+    lo, hi, n_s = 1e-4, 0.1, 50
+    for c in range(4):
+        assert sch.triangular2_eta(2 * n_s * c, lo, hi, n_s) == pytest.approx(lo, rel=1e-12)
+        assert sch.triangular2_eta(2 * n_s * c + n_s, lo, hi, n_s) == pytest.approx(lo + (hi - lo) / 2**c, rel=1e-12)
+    # linear in between, like the triangular policy within the first cycle
+    assert sch.triangular2_eta(20, lo, hi, n_s) == pytest.approx(sch.cyclic_eta(20, lo, hi, n_s))
+
+
+def test_exp_range_scales_the_amplitude_by_gamma_to_the_t():
+    lo, hi, n_s, g = 1e-4, 0.1, 50, 0.99
+    for t in (50, 150, 250, 75):
+        tri = sch.cyclic_eta(t, lo, hi, n_s) - lo
+        assert sch.exp_range_eta(t, lo, hi, n_s, g) == pytest.approx(lo + tri * g**t, rel=1e-12)
+    assert sch.exp_range_eta(50, lo, hi, n_s, 1.0) == pytest.approx(hi)
+
+
+def test_one_cycle_rises_to_eta_max_then_anneals_below_eta_min():
+    lo, hi, T, w = 1e-3, 0.5, 1000, 0.3
+    eta = np.array([sch.one_cycle_eta(t, lo, hi, T, w) for t in range(T + 1)])
+    assert eta[0] == pytest.approx(lo) and eta[300] == pytest.approx(hi)
+    assert np.all(np.diff(eta[:301]) > 0) and np.all(np.diff(eta[300:]) < 0)
+    assert eta[-1] == pytest.approx(lo / 1e4)
+    assert eta[150] == pytest.approx(lo + (hi - lo) / 2)  # cosine: half-way at half the warm-up
+    assert eta[650] == pytest.approx(lo / 1e4 + (hi - lo / 1e4) / 2)
+
+
+def test_cosine_warms_up_linearly_then_anneals_to_eta_min():
+    lo, hi, T, w = 1e-4, 0.2, 1000, 0.1
+    eta = np.array([sch.cosine_eta(t, lo, hi, T, w) for t in range(T + 1)])
+    np.testing.assert_allclose(eta[:100], hi * np.arange(1, 101) / 100)
+    assert eta[100] == pytest.approx(hi) and eta[-1] == pytest.approx(lo)
+    assert eta[550] == pytest.approx(lo + (hi - lo) / 2)
+    assert sch.cosine_eta(0, lo, hi, T) == pytest.approx(hi)  # no warm-up
+
+
+def test_schedules_take_one_eta_range_per_network():
+    lo, hi = np.array([1e-4, 1e-3]), np.array([0.1, 0.2])
+    for f, args in [
+        (sch.cyclic_eta, (7,)),
+        (sch.triangular2_eta, (7,)),
+        (sch.exp_range_eta, (7, 0.99)),
+        (sch.one_cycle_eta, (100, 0.3)),
+        (sch.cosine_eta, (100, 0.1)),
+    ]:
+        both = f(40, lo, hi, *args)
+        assert both.shape == (2,)
+        for i in range(2):
+            assert both[i] == pytest.approx(float(f(40, lo[i], hi[i], *args)))
+
+
+# -- optimizers -------------------------------------------------------------------------------
+def _params(rng, K=2):
+    return {"W1": rng.standard_normal((K, 3, 4)), "b1": rng.standard_normal((K, 3))}
+
+
+def test_sgd_step_is_the_gradient_of_the_cost_with_its_l2_penalty(rng):
+    """One step: W <- W - eta (dL/dW + 2 lam W); biases are not penalized."""
+    p = _params(rng)
+    g = {k: rng.standard_normal(v.shape) for k, v in p.items()}
+    eta, lam = np.array([0.1, 0.05]), np.array([0.3, 0.01])
+    expected = {
+        "W1": p["W1"] - eta[:, None, None] * (g["W1"] + 2 * lam[:, None, None] * p["W1"]),
+        "b1": p["b1"] - eta[:, None] * g["b1"],
+    }
+    scaled = {k: v * eta.reshape((-1,) + (1,) * (v.ndim - 1)) for k, v in g.items()}
+    SGD().update(p, scaled, {}, eta, lam, 0)
+    for k in p:
+        np.testing.assert_allclose(p[k], expected[k], rtol=1e-12)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_momentum_keeps_a_velocity(rng, nesterov):
+    p = _params(rng, K=1)
+    mu, eta, lam = 0.9, np.array([0.1]), np.array([0.02])
+    opt = SGD(mu, nesterov)
+    state = opt.init(p)
+    ref = {k: v.copy() for k, v in p.items()}
+    v = {k: np.zeros_like(a) for k, a in p.items()}
+    for _ in range(3):
+        g = {k: rng.standard_normal(a.shape) for k, a in p.items()}
+        for k in ref:  # the textbook form, penalty gradient included for W
+            gk = g[k] + (2 * lam[0] * ref[k] if k.startswith("W") else 0)
+            v[k] = mu * v[k] - eta[0] * gk
+            ref[k] = ref[k] + (mu * v[k] - eta[0] * gk if nesterov else v[k])
+        opt.update(p, {k: eta[0] * a for k, a in g.items()}, state, eta, lam, 0)
+        for k in p:
+            np.testing.assert_allclose(p[k], ref[k], rtol=1e-12)
+    assert np.abs(state["v.W1"]).max() > 0
+
+
+def _torch_step(torch_opt, params, grads, steps):
+    import torch
+
+    tp = {k: torch.tensor(v.copy(), requires_grad=True) for k, v in params.items()}
+    opt = torch_opt(tp)
+    for g in grads[:steps]:
+        opt.zero_grad()
+        for k in tp:
+            tp[k].grad = torch.tensor(g[k])
+        opt.step()
+    return {k: v.detach().numpy() for k, v in tp.items()}
+
+
+@pytest.mark.parametrize("kind", ["nesterov", "adam", "adamw"])
+def test_optimizers_agree_with_pytorch(rng, kind):
+    torch = pytest.importorskip("torch")
+    p = {"W1": rng.standard_normal((3, 4)), "b1": rng.standard_normal(3)}
+    grads = [{k: rng.standard_normal(v.shape) for k, v in p.items()} for _ in range(5)]
+    eta, lam, wd = 0.01, 0.05, 0.1
+    ours = {k: v[None].copy() for k, v in p.items()}
+    if kind == "nesterov":
+        opt, state = SGD(0.9, True), None
+
+        def make(tp):
+            return torch.optim.SGD(
+                [{"params": [tp["W1"]], "weight_decay": 2 * lam}, {"params": [tp["b1"]], "weight_decay": 0}],
+                lr=eta, momentum=0.9, nesterov=True,
+            )  # fmt: skip
+    elif kind == "adam":
+        opt = Adam(0.9, 0.999, 1e-8)
+
+        def make(tp):
+            return torch.optim.Adam(
+                [{"params": [tp["W1"]], "weight_decay": 2 * lam}, {"params": [tp["b1"]], "weight_decay": 0}], lr=eta
+            )
+    else:
+        opt, lam = Adam(0.9, 0.999, 1e-8, weight_decay=wd), 0.0
+
+        def make(tp):
+            return torch.optim.AdamW(
+                [{"params": [tp["W1"]], "weight_decay": wd}, {"params": [tp["b1"]], "weight_decay": 0}], lr=eta
+            )
+
+    state = opt.init(ours)
+    for t, g in enumerate(grads):
+        gg = {k: (eta * v if opt.prescaled else v)[None].copy() for k, v in g.items()}
+        opt.update(ours, gg, state, np.array([eta]), np.array([lam]), t)
+    theirs = _torch_step(make, p, grads, len(grads))
+    for k in p:
+        np.testing.assert_allclose(ours[k][0], theirs[k], rtol=1e-10, atol=1e-12)
+
+
+def test_adam_bias_correction_makes_the_first_step_eta_times_the_sign(rng):
+    p = {"W1": np.zeros((1, 2, 2))}
+    g = {"W1": np.array([[[3.0, -0.5], [1e-3, -20.0]]])}
+    state = Adam().init(p)
+    adam_update(p, {"W1": g["W1"].copy()}, state, np.array([0.01]), np.array([0.0]), 0)
+    np.testing.assert_allclose(p["W1"], -0.01 * np.sign(g["W1"]), rtol=1e-4)
+
+
+# -- augmentation ----------------------------------------------------------------------------
+def images(rng, B=6, C=3, H=8, W=8):
+    return rng.integers(0, 256, (B, C, H, W)).astype(np.uint8)
+
+
+def test_flip_mirrors_exactly_the_chosen_images(rng):
+    x = images(rng)
+    which = np.array([True, False, True, False, False, True])
+    out = flip(x.copy(), which)
+    np.testing.assert_array_equal(out[which], x[which][..., ::-1])
+    np.testing.assert_array_equal(out[~which], x[~which])
+
+
+@pytest.mark.parametrize("padding,mode", [("zero", "constant"), ("reflect", "reflect"), ("edge", "edge")])
+def test_translate_moves_each_image_by_its_own_shift(rng, padding, mode):
+    x = images(rng)
+    T = 3
+    dy, dx = rng.integers(-T, T + 1, 6), rng.integers(-T, T + 1, 6)
+    out = translate(x, dy, dx, T, padding)
+    for b in range(6):
+        p = np.pad(x[b], ((0, 0), (T, T), (T, T)), mode=mode)
+        expected = p[:, T - dy[b] : T - dy[b] + 8, T - dx[b] : T - dx[b] + 8]
+        np.testing.assert_array_equal(out[b], expected)
+    # a positive dx moves the content right: what was at column 0 is now at column dx
+    b = int(np.argmax(dx > 0)) if (dx > 0).any() else None
+    if b is not None and dy[b] == 0:
+        np.testing.assert_array_equal(out[b][:, :, dx[b]], x[b][:, :, 0])
+
+
+def test_resized_crop_of_the_whole_image_is_the_image(rng):
+    x = images(rng)
+    np.testing.assert_array_equal(resized_crop(x, np.ones(6), rng), x)
+    small = resized_crop(x, np.full(6, 0.25), np.random.default_rng(0))  # a 4x4 square, upsampled x2
+    np.testing.assert_array_equal(small[..., ::2, ::2], small[..., 1::2, 1::2])
+
+
+def test_colour_jitter_stays_in_range_and_zero_strength_is_identity(rng):
+    x = images(rng)
+    np.testing.assert_allclose(colour_jitter(x, 0.0, rng), x.astype(np.float32), atol=1e-3)
+    out = colour_jitter(x, 0.8, rng)
+    assert out.dtype == np.float32 and out.min() >= 0 and out.max() <= 255
+    assert not np.allclose(out, x)
+
+
+def test_augmenter_is_seeded_and_changes_rows_not_labels(rng):
+    X = images(rng, B=50, H=32, W=32).reshape(50, -1)
+    aug = Augmenter((3, 32, 32), flip=True, translate=4, padding="reflect")
+    a = aug(X, np.random.default_rng(5))
+    b = aug(X, np.random.default_rng(5))
+    c = aug(X, np.random.default_rng(6))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c) and a.shape == X.shape and a.dtype == np.uint8
+    assert not np.shares_memory(a, X)
+    # every image keeps its pixel multiset when flipped only
+    f = Augmenter((3, 32, 32), flip=True)(X, np.random.default_rng(1))
+    np.testing.assert_array_equal(np.sort(f, axis=1), np.sort(X, axis=1))
+    assert (f != X).any(axis=1).sum() in range(10, 41)  # about half of 50 flipped
+
+
+# -- dropout and label smoothing -------------------------------------------------------------
+def numerical_grad(f, p, h=1e-6):
+    g = np.zeros_like(p)
+    for i in range(p.size):
+        old = p.flat[i]
+        p.flat[i] = old + h
+        fp = f()
+        p.flat[i] = old - h
+        fm = f()
+        p.flat[i] = old
+        g.flat[i] = (fp - fm) / (2 * h)
+    return g
+
+
+def test_dropout_layer_backward_with_a_random_upstream_gradient(rng):
+    H = rng.standard_normal((5, 7))
+    mask = layers.dropout_mask(H.shape, 0.4, rng)
+    dout = rng.standard_normal(H.shape)
+    num = numerical_grad(lambda: float((layers.dropout_forward(H, mask) * dout).sum()), H)
+    np.testing.assert_allclose(layers.dropout_backward(dout, mask), num, rtol=1e-7, atol=1e-9)
+
+
+def test_dropout_mask_keeps_the_expectation(rng):
+    m = layers.dropout_mask((200, 500), 0.3, rng)
+    np.testing.assert_allclose(np.unique(m), [0.0, 1 / 0.7])
+    assert (m == 0).mean() == pytest.approx(0.3, abs=0.01) and m.mean() == pytest.approx(1.0, abs=0.01)
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_network_gradients_under_a_fixed_dropout_mask(rng, batch_norm):
+    cfg = NetworkConfig(6, (7, 5), 4, batch_norm=batch_norm, dropout=0.3, input_dropout=0.2)
+    net = Network.init(cfg, rng)
+    X, y = rng.standard_normal((9, 6)), rng.integers(0, 4, 9)
+    masks = dropout_masks(cfg, 9, rng)
+    assert set(masks) == {"H0", "H1", "H2"}
+    _, _, grads, _ = loss_and_grads(net.params, X, y, cfg, 0.1, masks=masks, smoothing=0.1)
+    for name, p in net.params.items():
+
+        def f():
+            return float(loss_and_grads(net.params, X, y, cfg, 0.1, masks=masks, smoothing=0.1)[0])
+
+        np.testing.assert_allclose(grads[name], numerical_grad(f, p), rtol=1e-5, atol=1e-8, err_msg=name)
+    # the masks matter: without them the cost differs
+    c_masked = loss_and_grads(net.params, X, y, cfg, 0.1, masks=masks)[0]
+    assert c_masked != pytest.approx(loss_and_grads(net.params, X, y, cfg, 0.1)[0])
+
+
+def test_dropout_masks_differ_per_network_and_match_alone():
+    cfg = NetworkConfig(6, (7,), 3, dropout=0.5)
+    alone = dropout_masks(cfg, 4, np.random.default_rng(1))
+    stacked = dropout_masks(cfg, 4, np.random.default_rng(1), K=1)
+    np.testing.assert_array_equal(stacked["H1"][0], alone["H1"])
+    two = dropout_masks(cfg, 4, np.random.default_rng(1), K=2)
+    assert two["H1"].shape == (2, 4, 7) and not np.array_equal(two["H1"][0], two["H1"][1])
+
+
+def test_label_smoothing_loss_and_gradient(rng):
+    S, y, s = rng.standard_normal((6, 5)), rng.integers(0, 5, 6), 0.2
+    loss, dS = layers.softmax_cross_entropy(S, y, s)
+    P = np.exp(S - S.max(1, keepdims=True))
+    P /= P.sum(1, keepdims=True)
+    T = np.full((6, 5), s / 5)
+    T[np.arange(6), y] += 1 - s
+    assert float(loss) == pytest.approx(-(T * np.log(P)).sum(1).mean(), rel=1e-12)
+    np.testing.assert_allclose(dS, (P - T) / 6, rtol=1e-12)
+    num = numerical_grad(lambda: float(layers.softmax_cross_entropy(S, y, s)[0]), S)
+    np.testing.assert_allclose(dS, num, rtol=1e-6, atol=1e-9)
+    assert float(layers.softmax_cross_entropy(S, y, 0.0)[0]) != pytest.approx(float(loss))
+
+
+# -- ensembles --------------------------------------------------------------------------------
+def test_ensemble_averages_member_probabilities(rng, tmp_path):
+    from klayer import load_model, save_model
+    from klayer.ensemble import evaluate_ensemble
+
+    models = []
+    for seed in range(3):
+        net = Network.init(NetworkConfig(5, (6,), 3), np.random.default_rng(seed))
+        save_model(tmp_path / f"{seed}.safetensors", net, np.full(5, 100.0), np.full(5, 50.0))
+        models.append(load_model(tmp_path / f"{seed}.safetensors"))
+    X, y = rng.uniform(0, 255, (40, 5)), rng.integers(0, 3, 40)
+    r = evaluate_ensemble(models, X, y)
+    P = np.mean([m.network.predict_proba((X - 100) / 50) for m in models], axis=0)
+    np.testing.assert_allclose(r["probabilities"], P, rtol=1e-12)
+    assert r["ensemble"]["accuracy"] == pytest.approx((P.argmax(1) == y).mean())
+    assert r["ensemble"]["loss"] == pytest.approx(-np.log(P[np.arange(40), y]).mean())
+    for m, member in zip(models, r["members"], strict=True):
+        assert member["accuracy"] == pytest.approx((m.predict_proba(X).argmax(1) == y).mean())
+    assert math.isfinite(r["ensemble"]["loss"])
+
+
+# -- the techniques inside the training loop ---------------------------------------------------
+def image_dataset(rng, n_train=240, n_val=60, n_test=60, C=3, shape=(3, 4, 4)):
+    """Learnable tiny 'images': one random pattern per class plus noise, as uint8 pixels."""
+    from klayer.data import Dataset
+
+    d = int(np.prod(shape))
+    centers = rng.uniform(40, 215, (C, d))
+
+    def make(n):
+        y = rng.integers(0, C, n)
+        return np.clip(centers[y] + rng.normal(0, 30, (n, d)), 0, 255).astype(np.uint8), y
+
+    (Xtr, ytr), (Xva, yva), (Xte, yte) = make(n_train), make(n_val), make(n_test)
+    from klayer.data.prepare import feature_stats
+
+    mean, std = feature_stats(Xtr)
+    return Dataset(Xtr, ytr, Xva, yva, Xte, yte, mean, std, C, "images", ("a", "b", "c"), shape, "float64")
+
+
+def technique_config(model=None, augment=None, **train):
+    base = dict(lam=0.001, batch_size=20, n_s=24, n_cycles=2, eta_min=1e-4, eta_max=0.05, dtype="float64",
+                checkpoint_every=0)  # fmt: skip
+    base.update(train)
+    d = {"name": "t", "model": {"hidden": [10, 8], "batch_norm": True, **(model or {})}, "train": base}
+    if augment:
+        d["augment"] = augment
+    from klayer.config import from_dict
+
+    return from_dict(d)
+
+
+ALL_TECHNIQUES = dict(
+    model={"dropout": 0.2, "input_dropout": 0.1},
+    augment={"flip": True, "translate": 1, "padding": "reflect"},
+    optimizer="adamw",
+    weight_decay=0.01,
+    eta_max=0.01,
+    label_smoothing=0.1,
+)
+
+
+@pytest.mark.parametrize(
+    "schedule,extra",
+    [
+        ("cyclic", {}),
+        ("triangular2", {}),
+        ("exp_range", {"exp_gamma": 0.99}),
+        ("one_cycle", {"warmup": 0.3, "n_epochs": 3}),
+        ("cosine", {"warmup": 0.1, "n_epochs": 3}),
+    ],
+)
+def test_the_trainer_follows_each_schedule(rng, schedule, extra):
+    from klayer.training import Trainer
+
+    data = image_dataset(rng)
+    cfg = technique_config(schedule=schedule, **extra)
+    tr = Trainer([cfg], data)
+    T = tr.total_steps
+    assert T == (2 * 24 * 2 if schedule in sch.CYCLIC_SCHEDULES else 3 * (240 // 20))
+    fn = {
+        "cyclic": lambda t: sch.cyclic_eta(t, 1e-4, 0.05, 24),
+        "triangular2": lambda t: sch.triangular2_eta(t, 1e-4, 0.05, 24),
+        "exp_range": lambda t: sch.exp_range_eta(t, 1e-4, 0.05, 24, 0.99),
+        "one_cycle": lambda t: sch.one_cycle_eta(t, 1e-4, 0.05, T, 0.3),
+        "cosine": lambda t: sch.cosine_eta(t, 1e-4, 0.05, T, 0.1),
+    }[schedule]
+    for t in (0, 1, T // 3, T // 2, T - 1):
+        assert tr.eta_at(t)[0] == pytest.approx(fn(t), rel=1e-12)
+
+
+def test_lockstep_with_every_technique_equals_each_network_alone(rng):
+    from klayer.runs import train, train_lockstep
+
+    data = image_dataset(rng)
+    configs = [technique_config(**ALL_TECHNIQUES, seed=s, shuffle_seed=7, lam=lam) for s, lam in ((0, 0.0), (1, 0.01))]
+    together = train_lockstep(configs, data)
+    for cfg, res in zip(configs, together, strict=True):
+        alone = train(cfg, data).results
+        assert res["final"]["val_loss"] == pytest.approx(alone["final"]["val_loss"], rel=1e-9)
+        assert res["final"]["train_cost"] == pytest.approx(alone["final"]["train_cost"], rel=1e-9)
+
+
+def test_augmentation_and_dropout_change_training_and_are_seeded(rng):
+    from klayer.runs import train
+
+    data = image_dataset(rng)
+    plain = train(technique_config(), data).network.params["W1"]
+    for kwargs in (
+        {"augment": {"flip": True}},
+        {"augment": {"translate": 1}},
+        {"model": {"dropout": 0.3}},
+        {"model": {"input_dropout": 0.3}},
+        {"label_smoothing": 0.2},
+        {"optimizer": "adam", "eta_max": 0.01},
+        {"momentum": 0.9, "nesterov": True},
+    ):
+        a = train(technique_config(**kwargs), data).network.params["W1"]
+        b = train(technique_config(**kwargs), data).network.params["W1"]
+        np.testing.assert_array_equal(a, b)  # a seed fully determines the run
+        assert not np.allclose(a, plain), kwargs  # and the technique is really used
+
+
+def test_resume_is_bitwise_with_every_technique(tmp_path, rng, monkeypatch):
+    from klayer.runs import train
+    from klayer.training import Trainer
+
+    data = image_dataset(rng)
+    cfg = technique_config(**ALL_TECHNIQUES, checkpoint_every=9, snapshots=True)
+    ref = train(cfg, data, out=tmp_path / "ref")
+    real = Trainer.step
+
+    def step(self):
+        real(self)
+        if self.t == 31:
+            self._stop = True
+
+    monkeypatch.setattr(Trainer, "step", step)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, data, out=tmp_path / "run")
+    monkeypatch.setattr(Trainer, "step", real)
+    again = train(cfg, data, out=tmp_path / "run", resume=True)
+    for k in ref.network.params:
+        np.testing.assert_array_equal(again.network.params[k], ref.network.params[k])
+    assert again.history == ref.history
+
+
+def test_snapshots_are_saved_each_cycle_and_ensembled(tmp_path, rng):
+    from klayer import load_model
+    from klayer.ensemble import evaluate_ensemble
+    from klayer.runs import train
+
+    data = image_dataset(rng)
+    r = train(technique_config(n_cycles=3, snapshots=True), data, out=tmp_path / "run")
+    snaps = sorted((tmp_path / "run" / "snapshots").glob("*.safetensors"))
+    assert [p.name for p in snaps] == ["cycle1.safetensors", "cycle2.safetensors", "cycle3.safetensors"]
+    models = [load_model(p) for p in snaps]
+    assert [m.meta["step"] for m in models] == [48, 96, 144]
+    for k in r.network.params:  # the last snapshot is the final model
+        np.testing.assert_array_equal(models[-1].network.params[k], r.network.params[k])
+    ens = evaluate_ensemble(models, data.X_test, data.y_test)
+    se = r.results["snapshot_ensemble"]
+    assert se["test_accuracy"] == pytest.approx(ens["ensemble"]["accuracy"])
+    assert se["member_test_accuracy"] == pytest.approx([m["accuracy"] for m in ens["members"]])
+    assert se["member_test_accuracy"][-1] == pytest.approx(r.results["test_accuracy"])
+
+
+def test_lr_range_test_ramps_eta_and_suggests_bounds(rng):
+    from klayer.training.lr_range import lr_range_test
+
+    data = image_dataset(rng)
+    res = lr_range_test(technique_config(), data, steps=60, eta_start=1e-4, eta_end=10.0, eval_every=3, n_val=60,
+                        progress=False)  # fmt: skip
+    etas = [r["eta"] for r in res["rows"]]
+    assert etas[0] == pytest.approx(1e-4) and all(b > a for a, b in zip(etas, etas[1:], strict=False))
+    if res["diverged_at_step"] is None:
+        assert etas[-1] == pytest.approx(10.0)
+    s = res["suggestion"]
+    accs = [r["val_accuracy"] for r in res["rows"] if "val_accuracy" in r]
+    assert s["peak_val_accuracy"] == max(accs)
+    assert 1e-4 <= s["eta_min"] <= s["eta_max"] <= 10.0
+    peak_row = next(r for r in res["rows"] if r.get("val_accuracy") == max(accs))
+    assert s["eta_max"] == peak_row["eta"]
