@@ -38,6 +38,13 @@ CATALOGUED = {
     "running_var_unbiased",
     "eval_batch_stats",
     "update_wrong_sign",
+    "bias_missing",
+    "bn_on_scores",
+    "relu_on_scores",
+    "grad_divided_twice",
+    "grad_gamma_beta_swapped",
+    "eval_before_step",
+    "grad_b_wrong_axis",
 }
 OUTSIDE = {"log10_loss", "relu_scaled", "leaky_relu", "gamma_update_uses_grad_beta", "bias_not_updated"}
 
@@ -82,9 +89,10 @@ def run(inputs, bugs=(), dtype=np.float64, g_batch=False):
         return (S - mu) / np.sqrt(var + eps)
 
     def affine(l, H):
+        bias = 0 if "bias_missing" in bugs else b[l]
         if "weight_transposed_forward" in bugs and W[l].shape[0] == W[l].shape[1]:
-            return W[l].T @ H + b[l]
-        return W[l] @ H + b[l]
+            return W[l].T @ H + bias
+        return W[l] @ H + bias
 
     def relu(Z):
         if "relu_scaled" in bugs:
@@ -119,7 +127,13 @@ def run(inputs, bugs=(), dtype=np.float64, g_batch=False):
         out.update({f"S{l}": S[l], f"H{l}": H[l]})
         S_tilde.setdefault(l, Z)
     S[k] = affine(k, H[k - 1])
-    P = softmax(S[k])
+    scores = S[k]
+    if "bn_on_scores" in bugs:
+        mu_k, var_k = scores.mean(axis=1, keepdims=True), scores.var(axis=1, keepdims=True)
+        scores = normalize(scores, mu_k, var_k)
+    if "relu_on_scores" in bugs:
+        scores = np.maximum(0, scores)
+    P = softmax(scores)
     log = np.log10 if "log10_loss" in bugs else np.log
     ce = -log(np.sum(Y * P, axis=0))
     loss = ce.sum() if "loss_not_mean" in bugs else ce.mean()
@@ -128,10 +142,14 @@ def run(inputs, bugs=(), dtype=np.float64, g_batch=False):
     out.update({f"S{k}": S[k], "P": P, "loss": loss, "cost": cost})
 
     # ---- backward, the assignments' way
-    scale = 1 if "grad_not_divided_by_n" in bugs else 1 / n
+    scale = 1 if "grad_not_divided_by_n" in bugs else 1 / n**2 if "grad_divided_twice" in bugs else 1 / n
     reg = 0 if "reg_grad_missing" in bugs else (1 if "reg_grad_no_2" in bugs else 2)
     grad_W, grad_b, grad_gamma, grad_beta = {}, {}, {}, {}
     G = -(Y - P)
+    if "relu_on_scores" in bugs:
+        G = G * (S[k] > 0)
+    if "bn_on_scores" in bugs:
+        G = batch_norm_back_pass(G, S[k], mu_k, var_k, eps, bugs)
     for l in range(k, 0, -1):
         if l < k:
             if "relu_grad_missing" not in bugs:
@@ -145,6 +163,8 @@ def run(inputs, bugs=(), dtype=np.float64, g_batch=False):
             if bn:
                 grad_gamma[l] = scale * np.sum(G * S_hat[l], axis=1, keepdims=True)
                 grad_beta[l] = scale * np.sum(G, axis=1, keepdims=True)
+                if "grad_gamma_beta_swapped" in bugs:
+                    grad_gamma[l], grad_beta[l] = grad_beta[l], grad_gamma[l]
                 if "reg_gamma_beta" in bugs:
                     grad_gamma[l] = grad_gamma[l] + 2 * lam * gamma[l]
                     grad_beta[l] = grad_beta[l] + 2 * lam * beta[l]
@@ -153,7 +173,7 @@ def run(inputs, bugs=(), dtype=np.float64, g_batch=False):
                 G = batch_norm_back_pass(G, S[l], mu[l], var[l], eps, bugs)
         out[f"G{l}"] = G if g_batch else G / n
         grad_W[l] = scale * G @ H[l - 1].T + reg * lam * W[l]
-        grad_b[l] = scale * np.sum(G, axis=1, keepdims=True)
+        grad_b[l] = scale * np.sum(G, axis=0 if "grad_b_wrong_axis" in bugs else 1, keepdims=True)
         if "reg_biases" in bugs:
             grad_b[l] = grad_b[l] + 2 * lam * b[l]
         if l > 1:
@@ -187,6 +207,8 @@ def run(inputs, bugs=(), dtype=np.float64, g_batch=False):
         out.update({f"gamma{l}_next": g2[l], f"beta{l}_next": be2[l]})
 
     # ---- evaluation mode, after the step
+    if "eval_before_step" in bugs:
+        W2, b2, g2, be2 = W, b, gamma, beta
     Hc = X
     for l in range(1, k):
         Sc = W2[l] @ Hc + b2[l]

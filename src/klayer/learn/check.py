@@ -102,6 +102,11 @@ class CheckResult:
         return 0 if self.passed else 1
 
     @property
+    def mistake_id(self) -> str | None:
+        """The likely mistake's id, or None."""
+        return None if self.mistake is None else self.mistake.id
+
+    @property
     def first_wrong_label(self) -> str | None:
         """``"S_hat in layer 2"`` for ``S_hat2``."""
         return None if self.first_wrong is None else describe_name(self.first_wrong)
@@ -189,6 +194,8 @@ def _g_error(name, a, r, scale, n):
 def _as_array(value):
     """A numeric float64 array, or None."""
     try:
+        if hasattr(value, "detach"):  # a torch tensor
+            value = value.detach().cpu().numpy()
         a = np.asarray(value)
         if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
             a = np.asarray(value, dtype=np.float64)
@@ -217,22 +224,20 @@ def _infer_case(raw: dict) -> Case:
         raise KlayerError("cannot tell which case these values are for; give the case (--case NAME)")
     best = max(k for k, _ in fits)
     top = [c for k, c in fits if k == best]
-    if len(top) > 1:
-        top = [c for c in top if c.source == "cifar" or _inputs_agree(raw, c)] or top
+    if len(top) > 1:  # the same shapes: keep the case whose reference the values agree with most
+        agree = {c.name: _agreement(raw, c) for c in top if c.source != "cifar"}
+        most = max(agree.values(), default=0)
+        top = [c for c in top if agree.get(c.name) == most] if most else top
     if len(top) > 1:
         raise KlayerError(f"these values fit the cases {', '.join(c.name for c in top)}; give one with --case NAME")
     return top[0]
 
 
-def _inputs_agree(raw, case) -> bool:
-    inputs = case_inputs(case)
-    for q in ("X", "W1"):
-        a = _as_array(raw.get(q)) if q in raw else None
-        if a is not None and a.size == inputs[q].size:
-            b = inputs[q]
-            if not (np.allclose(a.reshape(b.shape), b, atol=1e-4) or np.allclose(a.reshape(b.T.shape), b.T, atol=1e-4)):
-                return False
-    return True
+def _agreement(raw, case) -> int:
+    """How many of the values are right for ``case`` (a small case: computed in a moment)."""
+    ref = compute(case)
+    rows = _compare(raw, ref, case, _detect_layout(raw, ref, None), DEFAULT_TOL)[0]
+    return sum(row.ok for row in rows)
 
 
 def _expected_shapes(case: Case) -> dict:
@@ -335,13 +340,14 @@ def _axis_words(name, kind):
 
 
 def _factor_words(c, n):
-    for value, words in (
+    special = (
         (n, f"a factor n = {n}: a missing 1/n?"),
         (1 / n, f"a factor 1/n = 1/{n}: 1/n applied twice?"),
         (2, "a factor 2"),
         (0.5, "a factor 1/2"),
-        (-1, "the sign flipped"),
-    ):
+        (-1, "a factor -1: the sign flipped"),
+    )
+    for value, words in special:
         if abs(c - value) <= 1e-6 * abs(value):
             return words
     return f"a constant factor {c:.4g}"
@@ -355,6 +361,11 @@ def _pattern(name, a, r, scale, tol, kind, n) -> str:
 
     def close(b):
         return _error(a, b, scale) <= tol
+
+    if a.size == 1:
+        yours, theirs = float(a.ravel()[0]), float(r.ravel()[0])
+        ratio = f": off by {_factor_words(yours / theirs, n)}" if theirs else ""
+        return f"yours {yours:.6g}, reference {theirs:.6g}{ratio}"
 
     if a.ndim == 2 and a.shape[0] == a.shape[1] and close(r.T):
         return "it is the reference transposed"
@@ -398,6 +409,43 @@ def _list1(idx):
 
 
 # -- the check ---------------------------------------------------------------------------------
+def _compare(raw, ref, case, layout, tol):
+    """Rows of the table, the student's values in klayer's layout, notes, and shape problems."""
+    scales, n = _scales(ref, case), case.n
+    rows, student, notes, shape_hints = [], {}, [], {}
+    g_factor = False
+    for name in (q for q in ref if q in raw):
+        r = ref[name]
+        kind = kind_of(name, r)
+        a = _as_array(raw[name])
+        if a is None:
+            rows.append(Row(name, tuple(np.shape(raw[name])), None, False, "not a numeric array"))
+            continue
+        k = _to_klayer(a, r.shape, kind, layout)
+        if k is None:
+            note, hint = _shape_problem(name, a.shape, r.shape, kind, layout, n)
+            rows.append(Row(name, a.shape, None, False, note))
+            shape_hints[name] = (a, hint)
+            continue
+        student[name] = k
+        if kind == "labels":
+            ok = np.array_equal(k, r)
+            if not ok and np.array_equal(k, r + 1):
+                ok = True
+                notes.append("y holds 1-based labels (MATLAB's); accepted")
+            rows.append(Row(name, a.shape, float(np.mean(k != r)), ok, "" if ok else "labels differ"))
+            continue
+        err, times_n = _g_error(name, k, r, scales[name], n)
+        g_factor |= times_n and err <= tol
+        rows.append(Row(name, a.shape, err, err <= tol, "n x reference: G_batch, accepted" if times_n else ""))
+    if g_factor:
+        notes.append(
+            f"G holds the assignments' G_batch, n = {n} times the gradient of the cost with respect to S "
+            "(klayer's G); accepted"
+        )
+    return rows, student, notes, shape_hints
+
+
 def check(values, case=None, *, layout: str = "auto", tol: float = DEFAULT_TOL, data_root=None) -> CheckResult:
     """Compare a student's quantities with the reference of a case.
 
@@ -429,39 +477,8 @@ def check(values, case=None, *, layout: str = "auto", tol: float = DEFAULT_TOL, 
     if not names:
         raise KlayerError(f"none of the values is a quantity of case {case.name} (got {', '.join(raw) or 'nothing'})")
     layout = _detect_layout(raw, ref, raw.get("layout") if layout == "auto" else layout)
+    rows, student, notes, shape_hints = _compare(raw, ref, case, layout, tol)
     scales, n = _scales(ref, case), case.n
-    rows, student, notes, shape_hints = [], {}, [], {}
-    g_factor = False
-    for name in names:
-        r = ref[name]
-        kind = kind_of(name, r)
-        a = _as_array(raw[name])
-        shape = tuple(np.shape(raw[name])) if a is None else a.shape
-        if a is None:
-            rows.append(Row(name, shape, None, False, "not a numeric array"))
-            continue
-        k = _to_klayer(a, r.shape, kind, layout)
-        if k is None:
-            note, hint = _shape_problem(name, a.shape, r.shape, kind, layout, n)
-            rows.append(Row(name, a.shape, None, False, note))
-            shape_hints[name] = (a, hint)
-            continue
-        student[name] = k
-        if kind == "labels":
-            ok = np.array_equal(k, r)
-            if not ok and np.array_equal(k, r + 1):
-                ok = True
-                notes.append("y holds 1-based labels (MATLAB's); accepted")
-            rows.append(Row(name, a.shape, float(np.mean(k != r)), ok, "" if ok else "labels differ"))
-            continue
-        err, times_n = _g_error(name, k, r, scales[name], n)
-        g_factor |= times_n and err <= tol
-        rows.append(Row(name, a.shape, err, err <= tol, "n x reference: G_batch, accepted" if times_n else ""))
-    if g_factor:
-        notes.append(
-            f"G holds the assignments' G_batch, n = {n} times the gradient of the cost with respect to S "
-            "(klayer's G); accepted"
-        )
     result = CheckResult(
         case.name, layout, tol, rows, missing=[q for q in ref if q not in raw], ignored=ignored, notes=notes
     )
