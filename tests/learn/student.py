@@ -71,8 +71,7 @@ def run(inputs, bugs=(), dtype=np.float64, g_batch=False):
     n = X.shape[1]
     k = sum(1 for key in inputs if key.startswith("W") and key[1:].isdigit())
     bn = "gamma1" in inputs
-    lam, eta = dtype(inputs["lam"]), dtype(inputs["eta"])
-    eps, alpha = dtype(inputs["eps"]), dtype(inputs["bn_alpha"])
+    lam, eta, eps, alpha = (dtype(np.asarray(inputs[s]).item()) for s in ("lam", "eta", "eps", "bn_alpha"))
     W = {l: f(inputs[f"W{l}"]) for l in range(1, k + 1)}
     b = {l: f(inputs[f"b{l}"]) for l in range(1, k + 1)}
     gamma = {l: f(inputs[f"gamma{l}"]) for l in range(1, k)} if bn else {}

@@ -67,7 +67,11 @@ def _square(W) -> bool:
 
 CATALOGUE: dict[str, Mistake] = {}
 BN_FORWARD = "assignment 3, batch-norm forward pass"
-BN_BACKWARD = "assignment 3, BatchNormBackPass"
+BN_BACKWARD = (
+    "assignment 3, BatchNormBackPass: G1 = G .* (sigma1 1_n^T), G2 = G .* (sigma2 1_n^T), D = S - mu 1_n^T,"
+    " c = (G2 .* D) 1_n, G = G1 - (1/n) (G1 1_n) 1_n^T - (1/n) D .* (c 1_n^T),"
+    " with sigma1 = (var + eps)^(-1/2), sigma2 = (var + eps)^(-3/2) (G1, G2: the assignment's intermediates)"
+)
 
 
 def catalogued(id: str, summary: str, formula: str, batch_norm: bool | None = None, square: bool = False):
@@ -368,7 +372,7 @@ class ReluGradBeforeBn(Computation):
 @catalogued(
     "bn_back_no_mean_term",
     summary="batch-norm backward is missing the mean term -(1/n) (G1 1_n) 1_n^T",
-    formula=f"{BN_BACKWARD}: G = G1 - (1/n) (G1 1_n) 1_n^T - (1/n) D .* (c 1_n^T)",
+    formula=BN_BACKWARD,
     batch_norm=True,
 )
 class BnBackNoMeanTerm(Computation):
@@ -382,7 +386,7 @@ class BnBackNoMeanTerm(Computation):
 @catalogued(
     "bn_back_no_var_term",
     summary="batch-norm backward is missing the variance term -(1/n) D .* (c 1_n^T)",
-    formula=f"{BN_BACKWARD}: G = G1 - (1/n) (G1 1_n) 1_n^T - (1/n) D .* (c 1_n^T)",
+    formula=BN_BACKWARD,
     batch_norm=True,
 )
 class BnBackNoVarTerm(Computation):
@@ -395,8 +399,8 @@ class BnBackNoVarTerm(Computation):
 
 @catalogued(
     "bn_back_sigma1_in_c",
-    summary="batch-norm backward computes c with sigma1 = (var + eps)^(-1/2) instead of sigma2 = (var + eps)^(-3/2)",
-    formula=f"{BN_BACKWARD}: G2 = G .* (sigma2 1_n^T), c = (G2 .* D) 1_n, sigma2 = (var + eps)^(-3/2)",
+    summary="batch-norm backward computes c with sigma1 = (var + eps)^(-1/2) where sigma2 = (var + eps)^(-3/2) belongs",
+    formula=BN_BACKWARD,
     batch_norm=True,
 )
 class BnBackSigma1InC(Computation):

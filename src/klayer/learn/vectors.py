@@ -188,10 +188,10 @@ def compute(case, inputs=None, computation: type[Computation] = Computation, dat
     v["loss"] = np.array(loss)
     v["cost"] = np.array(comp.cost(loss, params, lam))
 
-    grads = {}
+    grads, dH = {}, None  # dH: the gradient with respect to the layer's output, from the layer above
     for l in range(k, 0, -1):
         if l < k:
-            dZ = comp.relu_back(dH, record[l])  # noqa: F821 (dH is set one layer up)
+            dZ = comp.relu_back(dH, record[l])
             if bn:
                 G, grads[f"gamma{l}"], grads[f"beta{l}"] = comp.bn_back(dZ, record[l]["bn"])
             else:
