@@ -45,6 +45,9 @@ CATALOGUED = {
     "grad_gamma_beta_swapped",
     "eval_before_step",
     "grad_b_wrong_axis",
+    "gamma_before_norm_batch_stats",
+    "softmax_wrong_sum_axis",
+    "loss_mean_over_classes",
 }
 OUTSIDE = {"log10_loss", "relu_scaled", "leaky_relu", "gamma_update_uses_grad_beta", "bias_not_updated"}
 
@@ -103,7 +106,7 @@ def run(inputs, bugs=(), dtype=np.float64, g_batch=False):
     def softmax(S):
         axis = 1 if "softmax_wrong_axis" in bugs else 0
         E = np.exp(S - S.max(axis=axis, keepdims=True))
-        return E / E.sum(axis=axis, keepdims=True)
+        return E / E.sum(axis=1 if "softmax_wrong_sum_axis" in bugs else axis, keepdims=True)
 
     # ---- forward
     H = {0: X}
@@ -119,6 +122,8 @@ def run(inputs, bugs=(), dtype=np.float64, g_batch=False):
             S_hat[l] = normalize(src, mu[l], var[l])
             if "gamma_before_norm" in bugs:
                 S_tilde[l], Z = src, S_hat[l]
+            elif "gamma_before_norm_batch_stats" in bugs:
+                S_tilde[l] = Z = normalize(gamma[l] * S[l] + beta[l], mu[l], var[l])
             else:
                 S_tilde[l] = Z = gamma[l] * S_hat[l] + beta[l]
             out.update({f"mu{l}": mu[l], f"var{l}": var[l], f"S_hat{l}": S_hat[l], f"S_tilde{l}": S_tilde[l]})
@@ -136,6 +141,8 @@ def run(inputs, bugs=(), dtype=np.float64, g_batch=False):
     log = np.log10 if "log10_loss" in bugs else np.log
     ce = -log(np.sum(Y * P, axis=0))
     loss = ce.sum() if "loss_not_mean" in bugs else ce.mean()
+    if "loss_mean_over_classes" in bugs:
+        loss = -np.mean(Y * log(P))
     penalty = sum(np.sum(W[l] ** 2) for l in W)
     cost = loss if "cost_no_reg" in bugs else loss + lam * penalty
     out.update({f"S{k}": S[k], "P": P, "loss": loss, "cost": cost})

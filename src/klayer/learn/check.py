@@ -538,10 +538,10 @@ def _match(case, ref, raw, student, rows, q, tol, layout, shape=None) -> list[Mi
     after = [name for name in order[order.index(q) + 1 :] if name in student]
     scales, n, mtol = _scales(ref, case), case.n, tol * MATCH_FACTOR
     ranked = []
-    for m in applicable_mistakes(case):
+    for m, computation in ((mistake, c) for mistake in applicable_mistakes(case) for c in mistake.computations):
         try:
             with np.errstate(all="ignore"):
-                v = compute(case, inputs, m.computation)
+                v = compute(case, inputs, computation)
         except (ValueError, FloatingPointError, np.linalg.LinAlgError):
             continue
         target = v[q]
@@ -556,7 +556,7 @@ def _match(case, ref, raw, student, rows, q, tol, layout, shape=None) -> list[Mi
             reproduced = sum(_close(p, student[p], v[p], scales, mtol, n) for p in after)
             ranked.append((disagree, -reproduced, len(ranked), m))
     ranked.sort(key=lambda t: t[:3])
-    return [t[3] for t in ranked if t[:2] == ranked[0][:2]]
+    return list(dict.fromkeys(t[3] for t in ranked if t[:2] == ranked[0][:2]))
 
 
 def _close(name, a, b, scales, tol, n) -> bool:

@@ -31,7 +31,8 @@ class Mistake:
     id : str, stable identifier (tests and course material rely on it).
     summary : str, what the student's code does.
     formula : str, the assignments' formula it concerns.
-    computation : the reference computation with the mistake in it, or None (a shape rule).
+    computations : the reference computation with the mistake in it, one class per common way of
+        making it (empty for a mistake recognized from a shape).
     batch_norm : True if it needs batch norm, False if it needs none, None if either.
     square : the mistake is only possible when some weight matrix is square (shapes agree).
     """
@@ -39,12 +40,12 @@ class Mistake:
     id: str
     summary: str
     formula: str
-    computation: type | None = None
+    computations: tuple = ()
     batch_norm: bool | None = None
     square: bool = False
 
     def applies_to(self, case) -> bool:
-        if self.computation is None:
+        if not self.computations:
             return False
         if self.batch_norm is not None and self.batch_norm != case.batch_norm:
             return False
@@ -74,11 +75,16 @@ BN_BACKWARD = (
 )
 
 
-def catalogued(id: str, summary: str, formula: str, batch_norm: bool | None = None, square: bool = False):
-    """Class decorator: enter the computation in :data:`CATALOGUE` as the mistake ``id``."""
+def catalogued(id: str, summary: str = "", formula: str = "", batch_norm: bool | None = None, square: bool = False):
+    """Class decorator: enter the computation in :data:`CATALOGUE` as the mistake ``id``, or (given
+    the id alone) as one more way of making a mistake already entered."""
 
     def register(cls):
-        CATALOGUE[id] = Mistake(id, summary, formula, cls, batch_norm, square)
+        if id in CATALOGUE and not summary:
+            m = CATALOGUE[id]
+            CATALOGUE[id] = Mistake(id, m.summary, m.formula, (*m.computations, cls), m.batch_norm, m.square)
+        else:
+            CATALOGUE[id] = Mistake(id, summary, formula, (cls,), batch_norm, square)
         return cls
 
     return register
@@ -146,6 +152,15 @@ class GammaBeforeNorm(Computation):
         return BatchNormOut(r.mu, r.var, r.S_hat, T, r.S_hat, (r.S_hat, r.cache[1], gamma))
 
 
+@catalogued("gamma_before_norm")
+class GammaBeforeNormBatchStats(Computation):
+    def batchnorm(self, S, gamma, beta, eps):  # (gamma * S + beta - mu) / sqrt(var + eps), mu and var of S
+        r = super().batchnorm(S, gamma, beta, eps)
+        ones, zeros = np.ones_like(gamma), np.zeros_like(beta)
+        S_tilde = layers.batchnorm_eval_forward(gamma * S + beta, ones, zeros, r.mu, r.var, eps)
+        return BatchNormOut(r.mu, r.var, r.S_hat, S_tilde, S_tilde, r.cache)
+
+
 @catalogued(
     "bn_stats_wrong_axis",
     summary="the batch mean and variance are taken over the units of each sample instead of over the batch",
@@ -192,10 +207,20 @@ class BiasMissing(Computation):
     formula="P = softmax(S), each column (one sample) sums to 1: exp(s) / (1^T exp(s))",
 )
 class SoftmaxWrongAxis(Computation):
+    def probs(self, S):
+        return layers.softmax(S.T).T  # normalized over the samples
+
     def head(self, S, y, Y):
-        P = layers.softmax(S.T).T  # normalized over the samples
+        P = self.probs(S)
         n = len(y)
         return P, float(-np.log(P[np.arange(n), y]).mean()), (P - Y) / n
+
+
+@catalogued("softmax_wrong_axis")
+class SoftmaxWrongSumAxis(SoftmaxWrongAxis):
+    def probs(self, S):  # exp(S - max over the classes), summed over the samples
+        E = np.exp(S - S.max(axis=1, keepdims=True))
+        return E / E.sum(axis=0)
 
 
 @catalogued(
@@ -231,6 +256,17 @@ class LossNotMean(Computation):
     def head(self, S, y, Y):
         P, loss, dS = super().head(S, y, Y)
         return P, loss * len(y), dS
+
+
+@catalogued(
+    "loss_mean_over_classes",
+    summary="the cross-entropy is averaged over all n x C entries of Y .* log(P) (np.mean), so divided by C too",
+    formula="J = (1/n) sum_i -log(y_i^T p_i) + lam sum_l ||W_l||^2: a sum over the classes, a mean over the samples",
+)
+class LossMeanOverClasses(Computation):
+    def head(self, S, y, Y):
+        P, loss, dS = super().head(S, y, Y)
+        return P, loss / Y.shape[1], dS
 
 
 @catalogued(
