@@ -48,6 +48,8 @@ CATALOGUED = {
     "gamma_before_norm_batch_stats",
     "softmax_wrong_sum_axis",
     "loss_mean_over_classes",
+    "G_wrt_S_tilde",
+    "G_wrt_H",
 }
 OUTSIDE = {"log10_loss", "relu_scaled", "leaky_relu", "gamma_update_uses_grad_beta", "bias_not_updated"}
 
@@ -158,6 +160,7 @@ def run(inputs, bugs=(), dtype=np.float64, g_batch=False):
         G = batch_norm_back_pass(G, S[k], mu_k, var_k, eps, bugs)
     for l in range(k, 0, -1):
         if l < k:
+            G_H = G
             if "relu_grad_missing" not in bugs:
                 if "relu_grad_at_zero" in bugs:
                     mask = S_tilde[l] >= 0
@@ -166,6 +169,7 @@ def run(inputs, bugs=(), dtype=np.float64, g_batch=False):
                 else:
                     mask = H[l] > 0
                 G = G * mask
+            G_Z = G
             if bn:
                 grad_gamma[l] = scale * np.sum(G * S_hat[l], axis=1, keepdims=True)
                 grad_beta[l] = scale * np.sum(G, axis=1, keepdims=True)
@@ -177,7 +181,8 @@ def run(inputs, bugs=(), dtype=np.float64, g_batch=False):
                 if "bn_back_no_gamma" not in bugs:
                     G = G * gamma[l]
                 G = batch_norm_back_pass(G, S[l], mu[l], var[l], eps, bugs)
-        out[f"G{l}"] = G if g_batch else G / n
+        shown = G_Z if "G_wrt_S_tilde" in bugs and l < k else G_H if "G_wrt_H" in bugs and l < k else G
+        out[f"G{l}"] = shown if g_batch else shown / n
         grad_W[l] = scale * G @ H[l - 1].T + reg * lam * W[l]
         grad_b[l] = scale * np.sum(G, axis=0 if "grad_b_wrong_axis" in bugs else 1, keepdims=True)
         if "reg_biases" in bugs:

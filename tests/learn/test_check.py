@@ -89,6 +89,8 @@ ZOO = {
     "bn_back_no_gamma": ("2layer_bn", "G1", "bn_back_no_gamma"),
     "grad_gamma_beta_swapped": ("3layer_bn", "grad_gamma2", "grad_gamma_beta_swapped"),
     "weight_transposed_backward": ("3layer", "G1", "weight_transposed_backward"),
+    "G_wrt_S_tilde": ("3layer_bn", "G2", "G_wrt_S_tilde"),
+    "G_wrt_H": ("3layer", "G2", "G_wrt_H"),
     "running_alpha_swapped": ("3layer_bn", "mu_av1", "running_alpha_swapped"),
     "running_init_batch": ("2layer_bn", "mu_av1", "running_init_batch"),
     "running_var_unbiased": ("3layer_bn", "var_av1", "running_var_unbiased"),

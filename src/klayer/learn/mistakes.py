@@ -487,6 +487,29 @@ class WeightTransposedBackward(Computation):
         return dH, dW, db
 
 
+@catalogued(
+    "G_wrt_S_tilde",
+    summary="G{l} holds the gradient with respect to S_tilde{l} (after the ReLU mask, before the batch-norm "
+    "backward pass); G{l} is the gradient with respect to S{l}, after BatchNormBackPass",
+    formula="G{l} = dJ/dS_l, S_l = W_l X_(l-1) + b_l the scores before batch norm",
+    batch_norm=True,
+)
+class GradWrtSTilde(Computation):
+    def shown_G(self, dH, dZ, dS):
+        return dZ
+
+
+@catalogued(
+    "G_wrt_H",
+    summary="G{l} holds the gradient with respect to H{l}, before the ReLU mask; G{l} is the gradient with "
+    "respect to S{l}, after the mask (and after BatchNormBackPass)",
+    formula="backward pass: G_batch = W_(l+1)^T G_batch, then G_batch = G_batch .* Ind(X_l > 0): G{l} comes after",
+)
+class GradWrtH(Computation):
+    def shown_G(self, dH, dZ, dS):
+        return dH
+
+
 # -- the step ---------------------------------------------------------------------------------
 @catalogued(
     "running_alpha_swapped",

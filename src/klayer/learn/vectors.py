@@ -109,6 +109,11 @@ class Computation:
         """``loss + lam * sum_l ||W_l||^2``."""
         return loss + lam * sum(np.sum(p**2) for name, p in params.items() if name.startswith("W"))
 
+    def shown_G(self, dH, dZ, dS):
+        """What ``G{l}`` holds of a hidden layer's gradients with respect to its output ``H``, the
+        ReLU's input ``Z`` and its scores ``S``: ``dS``."""
+        return dS
+
     def relu_back(self, dH, layer):
         """Gradient through ReLU, zero where the output ``layer["H"]`` is not positive."""
         return layers.relu_backward(dH, layer["H"])
@@ -196,7 +201,9 @@ def compute(case, inputs=None, computation: type[Computation] = Computation, dat
                 G, grads[f"gamma{l}"], grads[f"beta{l}"] = comp.bn_back(dZ, record[l]["bn"])
             else:
                 G = dZ
-        v[f"G{l}"] = G
+            v[f"G{l}"] = comp.shown_G(dH, dZ, G)
+        else:
+            v[f"G{l}"] = G
         dH, grads[f"W{l}"], grads[f"b{l}"] = comp.linear_back(G, record[l]["lin"], l > 1)
     comp.penalize(grads, params, lam)
     v.update({f"grad_{name}": g for name, g in grads.items()})
