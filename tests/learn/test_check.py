@@ -319,6 +319,22 @@ def test_G_times_n_is_accepted_anything_else_is_not():
     assert check({"grad_W3": 5 * ref["grad_W3"]}, "3layer").first_wrong == "grad_W3"  # only G has the convention
 
 
+def test_a_mistake_made_slightly_differently_is_still_named():
+    # eps left out, but the student's own 1e-5 instead of 0: within 10 x the tolerance of the mistake
+    values = student("3layer_bn", {"eps_missing"})
+    asg = reference_vectors("3layer_bn", "assignment")
+    S, mu, var = asg["S1"], asg["mu1"], asg["var1"]
+    values["S_hat1"] = (S - mu) / np.sqrt(var + 1e-5)
+    result = check(values, "3layer_bn")
+    assert (result.first_wrong, result.mistake_id) == ("S_hat1", "eps_missing")
+
+
+def test_all_zero_quantities_compare():
+    ref = reference_vectors("3layer_bn")
+    assert check({"mu_av1_init": np.zeros(8), "var_av1_init": ref["var_av1_init"]}, "3layer_bn").passed
+    assert check({"mu_av1_init": np.full(8, 1e-3)}, "3layer_bn").first_wrong == "mu_av1_init"
+
+
 def test_the_tolerance_and_the_bias_gradients_scale():
     ref = reference_vectors("3layer_bn")
     S = ref["S_hat1"]
@@ -378,3 +394,12 @@ def test_result_is_structured_and_serializable():
     assert d["passed"] is False and d["layout"] == "assignment"
     assert [row["name"] for row in d["rows"]][:2] == ["S1", "mu1"]
     assert r.mistake.formula in r.format() and r.first_wrong_label == "S_hat in layer 1"
+
+
+def test_the_layout_given_wins_over_the_shapes():
+    asg = reference_vectors("3layer", "assignment")
+    assert check({"S1": asg["S1"], "P": asg["P"]}, "3layer").layout == "assignment"
+    r = check({"S1": asg["S1"], "P": asg["P"]}, "3layer", layout="klayer")
+    assert r.layout == "klayer" and r.first_wrong == "S1" and "transposed" in r.pattern
+    r = check({"S1": asg["S1"], "layout": "klayer"}, "3layer")  # a file's own layout entry
+    assert r.layout == "klayer" and not r.passed
