@@ -297,7 +297,7 @@ def write_vectors(case, path, layout: str = "klayer", data_root=None) -> dict:
 
     ``.npz`` holds one array per name; ``.mat`` (MATLAB v5, :func:`scipy.io.savemat`) one variable
     per name (``y`` as doubles, 1-D arrays as rows); ``.json`` one member per name (numbers and
-    nested lists, row by row). Every format also holds ``case_name`` and ``layout`` (strings).
+    nested lists, row by row; one name per line). Every format also holds ``case_name`` and ``layout`` (strings).
 
     Returns
     -------
@@ -318,8 +318,8 @@ def write_vectors(case, path, layout: str = "klayer", data_root=None) -> dict:
         mat = {name: a.astype(np.float64) if name == "y" else a for name, a in values.items()}
         scipy.io.savemat(path, {**mat, **meta}, oned_as="row")
     else:
-        doc = {**meta, **{name: a.tolist() for name, a in values.items()}}
-        path.write_text(json.dumps(doc, indent=1) + "\n")
+        doc = {**meta, **{name: a.tolist() for name, a in values.items()}}  # one name per line
+        path.write_text("{\n" + ",\n".join(f"{json.dumps(k)}: {json.dumps(x)}" for k, x in doc.items()) + "\n}\n")
     return values
 
 
