@@ -7,6 +7,7 @@ from .config import ExperimentConfig, ModelConfig, TrainConfig, load_experiment 
 from .data import DataConfig, Dataset, load_cifar10, load_dataset, prepare  # noqa: E402
 from .errors import ConfigError, DataError, DivergenceError, KlayerError  # noqa: E402
 from .gradcheck import check_gradients  # noqa: E402
+from .learn import check, reference_vectors, write_vectors  # noqa: E402
 from .network import Network, NetworkConfig, forward, loss_and_grads  # noqa: E402
 from .runs import SavedModel, TrainResult, load_model, save_model, train, train_lockstep  # noqa: E402
 from .training import Callback, Trainer, constant_eta, cyclic_eta, decay_eta  # noqa: E402
@@ -27,6 +28,9 @@ __all__ = [
     "load_dataset",
     "prepare",
     "check_gradients",
+    "check",
+    "reference_vectors",
+    "write_vectors",
     "cyclic_eta",
     "constant_eta",
     "decay_eta",

@@ -283,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .suite import add_commands  # reproduce and report
 
     add_commands(sub, data_arg)
+    from .learn.cli import add_commands as add_learn_commands  # vectors and check
+
+    add_learn_commands(sub, data_arg)
     return p
 
 

@@ -1,0 +1,623 @@
+"""The checker: a student's quantities against the reference, in the order of computation.
+
+It stops its verdict at the first wrong quantity, then names the likely mistake by running every
+catalogued mistake (:mod:`klayer.learn.mistakes`) on the case and keeping those that reproduce the
+student's value there; an unmatched mismatch is described by its error pattern.
+
+Error measure: for a quantity with reference ``r`` and student's value ``a`` (both in klayer's
+layout), ``max |a - r| / scale``, where ``scale = max |r|`` (the largest entry), except for a bias
+gradient, whose scale is the largest ``sum_i |G_ij|`` over the units (the sum it is made of: in
+front of batch norm it is exactly 0 and only round-off remains). A quantity is right when the
+error is at most ``tol`` (default 1e-4: float32 round-off stays below about 1e-6 on these cases,
+and every catalogued mistake changes its first wrong quantity by 2e-3 or more).
+
+``G{l}`` equal to ``n`` times the reference is accepted: it is the assignments' ``G_batch``, not
+yet divided by n (the gradients formed from it are checked as they are).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import KlayerError
+from .cases import CASES, Case, case_inputs, get_case
+from .mistakes import CATALOGUE, Mistake, applicable_mistakes
+from .vectors import (
+    LAYOUTS,
+    META,
+    ROW_BASES,
+    SCALARS,
+    compute,
+    describe_name,
+    kind_of,
+    quantity_names,
+    read_values,
+    split_name,
+    to_layout,
+)
+
+__all__ = ["DEFAULT_TOL", "Row", "CheckResult", "check", "check_function", "load_function"]
+
+DEFAULT_TOL = 1e-4
+MATCH_FACTOR = 10  # a mistake reproduces a value when within MATCH_FACTOR * tol of it
+INPUTS_HINT = "it is an input of the case: read it from the vectors file (klayer vectors --case {case} --out FILE)"
+
+
+@dataclass
+class Row:
+    """One compared quantity: its name, the student's shape, the error and the verdict."""
+
+    name: str
+    shape: tuple
+    error: float | None
+    ok: bool
+    note: str = ""
+
+
+@dataclass
+class CheckResult:
+    """What :func:`check` found.
+
+    Attributes
+    ----------
+    case : str; layout : ``"klayer"`` or ``"assignment"`` (the student's); tol : float.
+    rows : list of :class:`Row`, in the order of computation.
+    first_wrong : name of the first wrong quantity, or None.
+    pattern : one sentence describing how the first wrong quantity is wrong.
+    mistake : the catalogued :class:`Mistake` that reproduces it, or None.
+    also : ids of other catalogued mistakes that reproduce it as well.
+    missing : names of the case not in the student's values.
+    ignored : names in the student's values that the case does not have (with a suggestion).
+    notes : conventions accepted (``G`` not divided by n, 1-based labels, ...).
+    """
+
+    case: str
+    layout: str
+    tol: float
+    rows: list[Row]
+    first_wrong: str | None = None
+    pattern: str | None = None
+    mistake: Mistake | None = None
+    also: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """True when every quantity given is right."""
+        return self.first_wrong is None
+
+    @property
+    def exit_code(self) -> int:
+        """``klayer check``'s exit status: 0 right, 1 wrong."""
+        return 0 if self.passed else 1
+
+    @property
+    def mistake_id(self) -> str | None:
+        """The likely mistake's id, or None."""
+        return None if self.mistake is None else self.mistake.id
+
+    @property
+    def first_wrong_label(self) -> str | None:
+        """``"S_hat in layer 2"`` for ``S_hat2``."""
+        return None if self.first_wrong is None else describe_name(self.first_wrong)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mistake"] = (
+            None
+            if self.mistake is None
+            else {"id": self.mistake.id, "summary": self.mistake.summary, "formula": self.mistake.formula}
+        )
+        d["passed"] = self.passed
+        d["first_wrong_label"] = self.first_wrong_label
+        for r in d["rows"]:
+            r["shape"] = list(r["shape"])
+            r["error"] = r["error"] if r["error"] is not None and np.isfinite(r["error"]) else None
+        return d
+
+    def format(self) -> str:
+        """The report ``klayer check`` prints: a table, then the verdict on lines of their own."""
+        case = CASES.get(self.case)
+        lines = [
+            f"case {self.case}" + (f": {case.description}" if case else ""),
+            f"your layout: {self.layout}; tolerance {self.tol:.0e} on max |yours - reference| / scale",
+            "",
+            f"  {'quantity':<15} {'your shape':<13} {'rel. error':>10}  verdict",
+        ]
+        for r in self.rows:
+            err = "-" if r.error is None else f"{r.error:.1e}"
+            verdict = "OK" if r.ok else "WRONG"
+            mark = "  <- first wrong" if r.name == self.first_wrong else ""
+            note = f"  ({r.note})" if r.note else ""
+            lines.append(f"  {r.name:<15} {str(r.shape):<13} {err:>10}  {verdict}{mark}{note}")
+        lines.append("")
+        n_wrong = sum(not r.ok for r in self.rows)
+        lines.append(f"{len(self.rows)} quantities compared, {n_wrong} wrong; {len(self.missing)} not in your values")
+        if self.ignored:
+            lines.append(f"ignored (not names of this case): {', '.join(self.ignored)}")
+        lines += [f"note: {n}" for n in self.notes]
+        if self.passed:
+            lines.append(f"all {len(self.rows)} quantities you gave are right")
+            return "\n".join(lines)
+        lines.append(f"first wrong: {self.first_wrong} ({self.first_wrong_label})")
+        if self.pattern:
+            lines.append(f"pattern: {self.pattern}")
+        if self.mistake is not None:
+            lines.append(f"likely mistake: {self.mistake.id}: {self.mistake.summary}")
+            lines.append(f"  the formula: {self.mistake.formula}")
+            if self.also:
+                lines.append(f"  (also consistent with: {', '.join(self.also)})")
+        else:
+            lines.append("no catalogued mistake reproduces it; compare your code with the formula for it")
+        return "\n".join(lines)
+
+
+# -- comparing -----------------------------------------------------------------------------------
+def _scales(ref: dict, case: Case) -> dict:
+    """The scale each quantity's error is measured against (see the module docstring)."""
+    scales = {name: float(np.max(np.abs(a))) if np.size(a) and name != "y" else 1.0 for name, a in ref.items()}
+    for l in range(1, case.n_layers + 1):
+        terms = float(np.max(np.abs(ref[f"G{l}"]).sum(axis=0)))
+        scales[f"grad_b{l}"] = max(scales[f"grad_b{l}"], terms)
+    return {name: max(s, 1e-12) for name, s in scales.items()}
+
+
+def _error(a, r, scale) -> float:
+    if a.shape != r.shape:
+        return float("inf")
+    if not np.all(np.isfinite(a)):
+        return float("inf")
+    return float(np.max(np.abs(a - r), initial=0.0) / scale)
+
+
+def _g_error(name, a, r, scale, n):
+    """Error of ``a``, and whether it holds the reference or (for ``G{l}``) n times it."""
+    err = _error(a, r, scale)
+    if name.startswith("G") and name[1:].isdigit():
+        err_n = _error(a, n * r, n * scale)
+        if err_n < err:
+            return err_n, True
+    return err, False
+
+
+# -- reading the student's values --------------------------------------------------------------
+def _as_array(value):
+    """A numeric float64 array, or None."""
+    try:
+        if hasattr(value, "detach"):  # a torch tensor
+            value = value.detach().cpu().numpy()
+        a = np.asarray(value)
+        if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+            a = np.asarray(value, dtype=np.float64)
+        if np.iscomplexobj(a):
+            return None
+        return a.astype(np.float64)
+    except (TypeError, ValueError):
+        return None
+
+
+def _infer_case(raw: dict) -> Case:
+    """The case a student's values belong to: their ``case_name``, else the one whose shapes fit."""
+    name = raw.get("case_name")
+    if isinstance(name, str) and name in CASES:
+        return CASES[name]
+    fits = []
+    for case in CASES.values():
+        names = set(quantity_names(case))
+        given = [q for q in raw if q in names]
+        if not given or any(q.startswith(("gamma", "S_hat", "mu", "var")) for q in raw if q not in names):
+            continue
+        shapes = _expected_shapes(case)
+        if all(_as_array(raw[q]) is not None and np.size(raw[q]) == np.prod(shapes[q], dtype=int) for q in given):
+            fits.append((len(given), case))
+    if not fits:
+        raise KlayerError("cannot tell which case these values are for; give the case (--case NAME)")
+    best = max(k for k, _ in fits)
+    top = [c for k, c in fits if k == best]
+    if len(top) > 1:  # the same shapes: keep the case whose reference the values agree with most
+        agree = {c.name: _agreement(raw, c) for c in top if c.source != "cifar"}
+        most = max(agree.values(), default=0)
+        top = [c for c in top if agree.get(c.name) == most] if most else top
+    if len(top) > 1:
+        raise KlayerError(f"these values fit the cases {', '.join(c.name for c in top)}; give one with --case NAME")
+    return top[0]
+
+
+def _agreement(raw, case) -> int:
+    """How many of the values are right for ``case`` (a small case: computed in a moment)."""
+    ref = compute(case)
+    rows = _compare(raw, ref, case, _detect_layout(raw, ref, None), DEFAULT_TOL)[0]
+    return sum(row.ok for row in rows)
+
+
+def _expected_shapes(case: Case) -> dict:
+    """Every name's shape in klayer's layout, without computing anything (nor loading data)."""
+    sizes, n = case.sizes, case.n
+    shapes = {}
+    for name in quantity_names(case):
+        base, l, _ = split_name(name)
+        if name in ("loss", "cost") or name in SCALARS:
+            shapes[name] = ()
+        elif name == "y":
+            shapes[name] = (n,)
+        elif base in ("W", "grad_W"):
+            shapes[name] = (sizes[l], sizes[l - 1])
+        elif base in ROW_BASES:
+            shapes[name] = (n, sizes[l] if l else case.d if name == "X" else case.C)
+        else:
+            shapes[name] = (sizes[l],)
+    return shapes
+
+
+def _detect_layout(raw: dict, ref: dict, declared) -> str:
+    """``"assignment"`` when the data matrices have one column per sample, else ``"klayer"``."""
+    if isinstance(declared, str) and declared in LAYOUTS:
+        return declared
+    votes = {"klayer": 0, "assignment": 0}
+    for name, r in ref.items():
+        if name in raw and kind_of(name, r) == "rows" and r.shape[0] != r.shape[1]:
+            shape = np.shape(raw[name])
+            if shape == r.shape:
+                votes["klayer"] += 1
+            elif shape == r.shape[::-1]:
+                votes["assignment"] += 1
+    return "assignment" if votes["assignment"] > votes["klayer"] else "klayer"
+
+
+def _to_klayer(a: np.ndarray, shape: tuple, kind: str, layout: str):
+    """``a`` as an array of klayer's ``shape``, or None when its shape does not say so."""
+    if kind == "rows":
+        a = a.T if layout == "assignment" and a.ndim == 2 else a
+        return a if a.shape == shape else None
+    if kind == "matrix":
+        return a if a.shape == shape else None
+    if a.size == int(np.prod(shape)) and sum(s > 1 for s in a.shape) <= 1:  # vectors in any orientation
+        return a.reshape(shape)
+    return None
+
+
+def _layout_words(layout):
+    return "one row per sample" if layout == "klayer" else "one column per sample"
+
+
+def _shape_problem(name, a_shape, ref_shape, kind, layout, n) -> tuple[str, str | None]:
+    """A one-line explanation of a shape that does not fit, and a catalogued mistake id if one fits."""
+    expected = ref_shape[::-1] if kind == "rows" and layout == "assignment" else ref_shape
+    size = int(np.prod(a_shape))
+    head = f"shape {a_shape}, expected {expected}"
+    if kind == "scalar":
+        return f"{head}: a single number", None
+    if kind == "labels":
+        return f"{head}: one label per sample", None
+    if kind == "rows":
+        width = ref_shape[1]
+        if a_shape == expected[::-1]:
+            return f"{head} in {layout} layout ({_layout_words(layout)}): it is transposed", None
+        if size == width:
+            return f"{head}: the batch axis is missing (one value per unit, not one per sample and unit)", None
+        if size == n and width != n:
+            return f"{head}: one value per sample: reduced over the units", "reduced_wrong_axis"
+        if size == n * width:
+            return f"{head}: the right number of entries in the wrong shape (flattened or reshaped?)", None
+        return f"{head} ({_layout_words(layout)})", None
+    if kind == "matrix":
+        if a_shape == ref_shape[::-1]:
+            return (
+                f"{head}: it is transposed (a weight matrix is m x d, one row per output unit, in both layouts: "
+                "S = X W^T + b in klayer's, S = W X + b in the assignments')"
+            ), None
+        return f"{head} (m x d: one row per output unit)", None
+    m = ref_shape[0]
+    if size == n and m != n:
+        return (
+            f"{head}: one value per sample instead of one per unit: summed or averaged over the wrong axis",
+            "reduced_wrong_axis",
+        )
+    if len(a_shape) == 2 and size == n * m:
+        return f"{head}: one value per sample and unit: the sum or mean over the samples is missing", None
+    return f"{head} (one value per unit)", None
+
+
+# -- patterns ----------------------------------------------------------------------------------
+def _axis_words(name, kind):
+    """What the rows and columns of a quantity are, in klayer's layout."""
+    if kind == "rows":
+        cols = "feature" if name == "X" else "class" if name in ("Y", "P", "P_eval") else "unit"
+        return "sample", cols
+    if kind == "matrix":
+        return "output unit", "input"
+    return "unit", None
+
+
+def _factor_words(c, n):
+    special = (
+        (n, f"a factor n = {n}: a missing 1/n?"),
+        (1 / n, f"a factor 1/n = 1/{n}: 1/n applied twice?"),
+        (2, "a factor 2"),
+        (0.5, "a factor 1/2"),
+        (-1, "a factor -1: the sign flipped"),
+    )
+    for value, words in special:
+        if abs(c - value) <= 1e-6 * abs(value):
+            return words
+    return f"a constant factor {c:.4g}"
+
+
+def _pattern(name, a, r, scale, tol, kind, n) -> str:
+    """One sentence describing how ``a`` differs from the reference ``r`` (same shape)."""
+    if not np.all(np.isfinite(a)):
+        bad = int(np.sum(~np.isfinite(a)))
+        return f"{bad} of {a.size} entries are NaN or infinite (a division by zero, or log of 0?)"
+
+    def close(b):
+        return _error(a, b, scale) <= tol
+
+    if a.size == 1:
+        yours, theirs = float(a.ravel()[0]), float(r.ravel()[0])
+        ratio = f": off by {_factor_words(yours / theirs, n)}" if theirs else ""
+        return f"yours {yours:.6g}, reference {theirs:.6g}{ratio}"
+
+    if a.ndim == 2 and a.shape[0] == a.shape[1] and close(r.T):
+        return "it is the reference transposed"
+    rr = float(np.sum(r * r))
+    if rr > 0:
+        c = float(np.sum(a * r)) / rr
+        if close(c * r):
+            return f"off by {_factor_words(c, n)} (yours = {c:.4g} x reference)"
+    if a.size > 1:
+        d = float(np.mean(a - r))
+        if close(r + d):
+            return f"off by a constant offset {d:.4g} (yours = reference + {d:.4g})"
+    if a.ndim == 2:
+        for axis, word in ((0, "rows"), (1, "columns")):
+            A, R = (a, r) if axis == 0 else (a.T, r.T)
+            if len(A) > 64:
+                continue
+            dist = np.abs(A[:, None, :] - R[None, :, :]).max(axis=2) / scale  # dist[i, j]: row i of yours, j of ref
+            match = [int(np.argmin(d)) if d.min() <= tol else None for d in dist]
+            if None not in match and match != list(range(len(A))) and sorted(match) == list(range(len(A))):
+                what = _axis_words(name, kind)[axis]
+                return f"the right values in a different order of {what}s ({word} permuted)"
+    bad = np.abs(a - r) > tol * scale
+    if a.size > 1 and not bad.all():
+        row_word, col_word = _axis_words(name, kind)
+        if a.ndim == 2:
+            rows, cols = np.flatnonzero(bad.any(axis=1)), np.flatnonzero(bad.any(axis=0))
+            if len(cols) < a.shape[1] and col_word:
+                return f"wrong only for {col_word}(s) {_list1(cols)} of {a.shape[1]} (1-based); the others are right"
+            if len(rows) < a.shape[0]:
+                return f"wrong only for {row_word}(s) {_list1(rows)} of {a.shape[0]} (1-based); the others are right"
+        elif a.ndim == 1:
+            return f"wrong only for {row_word}(s) {_list1(np.flatnonzero(bad))} of {a.size} (1-based)"
+        return f"wrong in {int(bad.sum())} of {a.size} entries"
+    return "wrong everywhere, with no simple pattern (not a factor, offset, transposition or permutation)"
+
+
+def _list1(idx):
+    idx = [int(i) + 1 for i in idx]
+    return ", ".join(map(str, idx[:8])) + (", ..." if len(idx) > 8 else "")
+
+
+# -- the check ---------------------------------------------------------------------------------
+def _compare(raw, ref, case, layout, tol):
+    """Rows of the table, the student's values in klayer's layout, notes, and shape problems."""
+    scales, n = _scales(ref, case), case.n
+    rows, student, notes, shape_hints = [], {}, [], {}
+    g_factor = False
+    for name in (q for q in ref if q in raw):
+        r = ref[name]
+        kind = kind_of(name, r)
+        a = _as_array(raw[name])
+        if a is None:
+            rows.append(Row(name, tuple(np.shape(raw[name])), None, False, "not a numeric array"))
+            continue
+        k = _to_klayer(a, r.shape, kind, layout)
+        if k is None:
+            note, hint = _shape_problem(name, a.shape, r.shape, kind, layout, n)
+            rows.append(Row(name, a.shape, None, False, note))
+            shape_hints[name] = (a, hint)
+            continue
+        student[name] = k
+        if kind == "labels":
+            ok = np.array_equal(k, r)
+            if not ok and np.array_equal(k, r + 1):
+                ok = True
+                notes.append("y holds 1-based labels (MATLAB's); accepted")
+            rows.append(Row(name, a.shape, float(np.mean(k != r)), ok, "" if ok else "labels differ"))
+            continue
+        err, times_n = _g_error(name, k, r, scales[name], n)
+        ok = err <= tol
+        g_factor |= times_n and ok
+        note = ("n x reference: G_batch, accepted" if ok else "compared as G_batch, n x reference") if times_n else ""
+        rows.append(Row(name, a.shape, err, ok, note))
+    if g_factor:
+        notes.append(
+            f"G holds the assignments' G_batch, n = {n} times the gradient of the cost with respect to S "
+            "(klayer's G); accepted"
+        )
+    return rows, student, notes, shape_hints
+
+
+def check(values, case=None, *, layout: str = "auto", tol: float = DEFAULT_TOL, data_root=None) -> CheckResult:
+    """Compare a student's quantities with the reference of a case.
+
+    Parameters
+    ----------
+    values : dict name -> array-like (the names of :mod:`klayer.learn.vectors`; any subset), or
+        the path of a ``.npz``, ``.mat`` or ``.json`` file holding them.
+    case : the case's name (default: the file's ``case_name``, else the case whose shapes fit).
+    layout : ``"auto"`` (from the data matrices' shapes), ``"klayer"`` or ``"assignment"``.
+    tol : float, the largest error counted as right (see the module docstring).
+    data_root : where CIFAR-10 is (the CIFAR case only).
+
+    Returns
+    -------
+    CheckResult; its ``first_wrong``, ``mistake`` and ``pattern`` say what is wrong.
+
+    Raises
+    ------
+    KlayerError
+        Unreadable values, an unknown case, or no quantity of the case among the values.
+    """
+    raw = read_values(values) if isinstance(values, str | os.PathLike) else dict(values)
+    if layout not in ("auto", *LAYOUTS):
+        raise KlayerError(f"unknown layout {layout!r}; use auto, klayer or assignment")
+    case = get_case(case) if case is not None else _infer_case(raw)
+    ref = compute(case, data_root=data_root)
+    names = [q for q in ref if q in raw]
+    ignored = [_suggest(q, ref) for q in raw if q not in ref and q not in META]
+    if not names:
+        raise KlayerError(f"none of the values is a quantity of case {case.name} (got {', '.join(raw) or 'nothing'})")
+    layout = _detect_layout(raw, ref, raw.get("layout") if layout == "auto" else layout)
+    rows, student, notes, shape_hints = _compare(raw, ref, case, layout, tol)
+    scales, n = _scales(ref, case), case.n
+    result = CheckResult(
+        case.name, layout, tol, rows, missing=[q for q in ref if q not in raw], ignored=ignored, notes=notes
+    )
+    first = next((row for row in rows if not row.ok), None)
+    if first is None:
+        return result
+    q = first.name
+    result.first_wrong = q
+    if q in shape_hints:
+        a, hint = shape_hints[q]
+        result.pattern = first.note
+        found = _match(case, ref, raw, student, rows, q, tol, layout, shape=a)
+        if not found and hint:
+            found = [CATALOGUE[hint]]
+    elif q not in student:
+        result.pattern = first.note
+        found = []
+    else:
+        kind = kind_of(q, ref[q])
+        times = n if "G_batch" in first.note else 1  # the assignments' G_batch: compare with n x reference
+        result.pattern = _pattern(q, student[q], times * ref[q], times * scales[q], tol, kind, n)
+        if q in case_inputs_names(case):
+            result.pattern += "; " + INPUTS_HINT.format(case=case.name)
+        found = _match(case, ref, raw, student, rows, q, tol, layout)
+    if found:
+        result.mistake, result.also = found[0], [m.id for m in found[1:]]
+    return result
+
+
+def case_inputs_names(case) -> set:
+    """The names of a case's inputs."""
+    case = get_case(case)
+    names = {"X", "Y", "y", "lam", "eta", "eps", "bn_alpha", *case.param_names()}
+    if case.batch_norm:
+        names |= {f"{s}_av{l}_init" for l in range(1, case.n_layers) for s in ("mu", "var")}
+    return names
+
+
+def _suggest(name, ref):
+    close = difflib.get_close_matches(name, list(ref), n=1, cutoff=0.7)
+    return f"{name} (did you mean {close[0]}?)" if close else name
+
+
+def _match(case, ref, raw, student, rows, q, tol, layout, shape=None) -> list[Mistake]:
+    """Catalogued mistakes reproducing the student's value of ``q``, best first.
+
+    A mistake qualifies when it changes ``q`` to the student's value and disagrees with at most
+    one of the quantities the student had right before ``q`` (a mistake made in one place of two,
+    e.g. a penalty on the biases in their gradient but not in the cost). Best: the fewest such
+    disagreements, then the most later quantities reproduced.
+    """
+    inputs = {name: ref[name] for name in case_inputs_names(case)}
+    order = [row.name for row in rows]
+    before = [row.name for row in rows[: order.index(q)] if row.ok and row.name in student]
+    after = [name for name in order[order.index(q) + 1 :] if name in student]
+    scales, n, mtol = _scales(ref, case), case.n, tol * MATCH_FACTOR
+    ranked = []
+    for m, computation in ((mistake, c) for mistake in applicable_mistakes(case) for c in mistake.computations):
+        try:
+            with np.errstate(all="ignore"):
+                v = compute(case, inputs, computation)
+        except (ValueError, FloatingPointError, np.linalg.LinAlgError):
+            continue
+        target = v[q]
+        if shape is not None:  # the student's shape differs from the reference's: does the mistake's fit?
+            got = None if target.shape == ref[q].shape else _to_klayer(shape, target.shape, kind_of(q, target), layout)
+            if got is None or not _close(q, got, target, scales, mtol, n):
+                continue
+        elif not _close(q, student[q], target, scales, mtol, n) or _close(q, ref[q], target, scales, mtol, n):
+            continue  # not the student's value, or the mistake does not change it here
+        disagree = sum(not _close(p, student[p], v[p], scales, mtol, n) for p in before)
+        if disagree <= 1:
+            reproduced = sum(_close(p, student[p], v[p], scales, mtol, n) for p in after)
+            ranked.append((disagree, -reproduced, len(ranked), m))
+    ranked.sort(key=lambda t: t[:3])
+    return list(dict.fromkeys(t[3] for t in ranked if t[:2] == ranked[0][:2]))
+
+
+def _close(name, a, b, scales, tol, n) -> bool:
+    if np.shape(a) != np.shape(b):
+        return False
+    if name == "y":
+        return bool(np.array_equal(a, b))
+    return _g_error(name, np.asarray(a, float), np.asarray(b, float), scales[name], n)[0] <= tol
+
+
+# -- a student's function ----------------------------------------------------------------------
+def load_function(spec: str):
+    """The function named by ``"module:function"`` or ``"path/to/file.py:function"``.
+
+    A module name is imported with the current directory first on the path.
+    """
+    if ":" not in spec:
+        raise KlayerError(f"--python takes module:function or path/to/file.py:function, got {spec!r}")
+    module_name, func_name = spec.rsplit(":", 1)
+    try:
+        if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
+            path = Path(module_name)
+            if not path.is_file():
+                raise KlayerError(f"{path}: no such file")
+            spec_ = importlib.util.spec_from_file_location(f"klayer_student_{path.stem}", path)
+            module = importlib.util.module_from_spec(spec_)
+            spec_.loader.exec_module(module)
+        else:
+            sys.path.insert(0, os.getcwd())
+            try:
+                module = importlib.import_module(module_name)
+            finally:
+                sys.path.remove(os.getcwd())
+    except KlayerError:
+        raise
+    except BaseException as e:  # a student's module may raise anything, SystemExit included
+        raise KlayerError(f"cannot import {module_name}: {type(e).__name__}: {e}") from None
+    fn = getattr(module, func_name, None)
+    if not callable(fn):
+        raise KlayerError(f"{module_name} has no function {func_name!r}")
+    return fn
+
+
+def check_function(fn, case, *, layout: str = "klayer", tol: float = DEFAULT_TOL, data_root=None) -> CheckResult:
+    """Call a student's function on a case's inputs and check what it returns.
+
+    The contract: ``fn(inputs)`` receives a dict of the case's inputs in ``layout`` (fresh copies:
+    ``X, Y, y, W{l}, b{l}, gamma{l}, beta{l}, mu_av{l}_init, var_av{l}_init`` as arrays, ``lam,
+    eta, eps, bn_alpha`` as floats) and returns a dict with any of the quantity names, in the same
+    layout.
+    """
+    case = get_case(case)
+    if layout not in LAYOUTS:
+        raise KlayerError(f"unknown layout {layout!r}; use klayer or assignment")
+    given = to_layout(case_inputs(case, data_root), layout)
+    inputs = {q: float(a) if a.ndim == 0 else a.copy() for q, a in given.items()}
+    name = getattr(fn, "__qualname__", repr(fn))
+    try:
+        out = fn(inputs)
+    except BaseException as e:  # the student's code may raise anything
+        raise KlayerError(f"your function {name} raised {type(e).__name__}: {e}") from None
+    if not isinstance(out, dict):
+        raise KlayerError(f"your function {name} returned {type(out).__name__}; it must return a dict of quantities")
+    return check(out, case, layout=layout, tol=tol, data_root=data_root)

@@ -1,0 +1,588 @@
+"""The catalogue of known mistakes: each is the reference computation with one step done wrong.
+
+A mistake is a subclass of :class:`klayer.learn.vectors.Computation` that overrides one step,
+mostly by calling :mod:`klayer.layers` with the wrong statistics, axis or input; the checker runs
+every applicable one on the case and keeps those that reproduce the student's first wrong quantity.
+Mistakes recognized from a shape alone have no computation (``computation=None``).
+
+The formulas are those of the assignments (column layout: ``X`` is ``d x n``, ``S = W X + b``,
+``1_n`` a column of n ones); equation numbers are left out because they differ between the
+assignments' yearly versions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import layers
+from .vectors import BatchNormOut, Computation
+
+__all__ = ["Mistake", "CATALOGUE", "catalogued", "applicable_mistakes", "normalized_with"]
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """One catalogued mistake.
+
+    Attributes
+    ----------
+    id : str, stable identifier (tests and course material rely on it).
+    summary : str, what the student's code does.
+    formula : str, the assignments' formula it concerns.
+    computations : the reference computation with the mistake in it, one class per common way of
+        making it (empty for a mistake recognized from a shape).
+    batch_norm : True if it needs batch norm, False if it needs none, None if either.
+    square : the mistake is only possible when some weight matrix is square (shapes agree).
+    """
+
+    id: str
+    summary: str
+    formula: str
+    computations: tuple = ()
+    batch_norm: bool | None = None
+    square: bool = False
+
+    def applies_to(self, case) -> bool:
+        if not self.computations:
+            return False
+        if self.batch_norm is not None and self.batch_norm != case.batch_norm:
+            return False
+        sizes = case.sizes
+        return not self.square or any(sizes[l] == sizes[l + 1] for l in range(len(sizes) - 1))
+
+
+def normalized_with(S, gamma, beta, mu, var, eps, shown_var=None) -> BatchNormOut:
+    """Batch norm of ``S`` with the given statistics (through
+    :func:`klayer.layers.batchnorm_eval_forward`), reporting ``shown_var`` (default ``var``)."""
+    S_hat = layers.batchnorm_eval_forward(S, np.ones_like(gamma), np.zeros_like(beta), mu, var, eps)
+    S_tilde = layers.batchnorm_eval_forward(S, gamma, beta, mu, var, eps)
+    cache = (S_hat, 1.0 / np.sqrt(var + eps), gamma)
+    return BatchNormOut(mu, var if shown_var is None else shown_var, S_hat, S_tilde, S_tilde, cache)
+
+
+def _square(W) -> bool:
+    return W.shape[0] == W.shape[1]
+
+
+CATALOGUE: dict[str, Mistake] = {}
+BN_FORWARD = "assignment 3, batch-norm forward pass"
+BN_BACKWARD = (
+    "assignment 3, BatchNormBackPass: G1 = G .* (sigma1 1_n^T), G2 = G .* (sigma2 1_n^T), D = S - mu 1_n^T,"
+    " c = (G2 .* D) 1_n, G = G1 - (1/n) (G1 1_n) 1_n^T - (1/n) D .* (c 1_n^T),"
+    " with sigma1 = (var + eps)^(-1/2), sigma2 = (var + eps)^(-3/2) (G1, G2: the assignment's intermediates)"
+)
+
+
+def catalogued(id: str, summary: str = "", formula: str = "", batch_norm: bool | None = None, square: bool = False):
+    """Class decorator: enter the computation in :data:`CATALOGUE` as the mistake ``id``, or (given
+    the id alone) as one more way of making a mistake already entered."""
+
+    def register(cls):
+        if id in CATALOGUE and not summary:
+            m = CATALOGUE[id]
+            CATALOGUE[id] = Mistake(id, m.summary, m.formula, (*m.computations, cls), m.batch_norm, m.square)
+        else:
+            CATALOGUE[id] = Mistake(id, summary, formula, (cls,), batch_norm, square)
+        return cls
+
+    return register
+
+
+# -- batch norm, forward ----------------------------------------------------------------------
+@catalogued(
+    "var_unbiased",
+    summary="the batch variance divides by n-1 (np.var(S, ddof=1), MATLAB var(S, 0, 2)); batch norm uses 1/n",
+    formula=f"{BN_FORWARD}: var_j = (1/n) sum_i (s_ij - mu_j)^2",
+    batch_norm=True,
+)
+class VarUnbiased(Computation):
+    def batchnorm(self, S, gamma, beta, eps):
+        n = S.shape[0]
+        r = super().batchnorm(S, gamma, beta, eps)
+        return normalized_with(S, gamma, beta, r.mu, r.var * n / (n - 1), eps)
+
+
+@catalogued(
+    "eps_outside_sqrt",
+    summary="eps is added outside the square root: (S - mu) / (sqrt(var) + eps)",
+    formula=f"{BN_FORWARD}: S_hat = diag(var + eps)^(-1/2) (S - mu 1_n^T), eps inside the root",
+    batch_norm=True,
+)
+class EpsOutsideSqrt(Computation):
+    def batchnorm(self, S, gamma, beta, eps):  # (S - mu) / (sqrt(var) + eps): a "variance" (sqrt(var) + eps)^2
+        r = super().batchnorm(S, gamma, beta, eps)
+        return normalized_with(S, gamma, beta, r.mu, (np.sqrt(r.var) + eps) ** 2, 0.0, shown_var=r.var)
+
+
+@catalogued(
+    "eps_missing",
+    summary="eps is missing from the normalization (or is much smaller than the case's eps)",
+    formula=f"{BN_FORWARD}: S_hat = diag(var + eps)^(-1/2) (S - mu 1_n^T), with the case's eps",
+    batch_norm=True,
+)
+class EpsMissing(Computation):
+    def batchnorm(self, S, gamma, beta, eps):
+        return super().batchnorm(S, gamma, beta, 0.0)
+
+
+@catalogued(
+    "var_not_sqrt",
+    summary="S - mu is divided by the variance, not by its square root (the standard deviation)",
+    formula=f"{BN_FORWARD}: S_hat = diag(var + eps)^(-1/2) (S - mu 1_n^T), power -1/2",
+    batch_norm=True,
+)
+class VarNotSqrt(Computation):
+    def batchnorm(self, S, gamma, beta, eps):  # (S - mu) / (var + eps): a "variance" (var + eps)^2
+        r = super().batchnorm(S, gamma, beta, eps)
+        return normalized_with(S, gamma, beta, r.mu, (r.var + eps) ** 2, 0.0, shown_var=r.var)
+
+
+@catalogued(
+    "gamma_before_norm",
+    summary="gamma and beta are applied before normalizing (normalize(gamma .* S + beta)); they come after",
+    formula=f"{BN_FORWARD}: S_hat = BatchNormalize(S, mu, var), then S_tilde = gamma .* S_hat + beta",
+    batch_norm=True,
+)
+class GammaBeforeNorm(Computation):
+    def batchnorm(self, S, gamma, beta, eps):  # normalize(gamma * S + beta)
+        T = gamma * S + beta
+        r = super().batchnorm(T, np.ones_like(gamma), np.zeros_like(beta), eps)
+        return BatchNormOut(r.mu, r.var, r.S_hat, T, r.S_hat, (r.S_hat, r.cache[1], gamma))
+
+
+@catalogued("gamma_before_norm")
+class GammaBeforeNormBatchStats(Computation):
+    def batchnorm(self, S, gamma, beta, eps):  # (gamma * S + beta - mu) / sqrt(var + eps), mu and var of S
+        r = super().batchnorm(S, gamma, beta, eps)
+        ones, zeros = np.ones_like(gamma), np.zeros_like(beta)
+        S_tilde = layers.batchnorm_eval_forward(gamma * S + beta, ones, zeros, r.mu, r.var, eps)
+        return BatchNormOut(r.mu, r.var, r.S_hat, S_tilde, S_tilde, r.cache)
+
+
+@catalogued(
+    "bn_stats_wrong_axis",
+    summary="the batch mean and variance are taken over the units of each sample instead of over the batch",
+    formula=f"{BN_FORWARD}: mu = (1/n) sum_i s_i, one value per unit, averaged over the n samples",
+    batch_norm=True,
+)
+class BnStatsWrongAxis(Computation):
+    def batchnorm(self, S, gamma, beta, eps):  # statistics of each sample over the units
+        r = super().batchnorm(S.T, np.ones(len(S)), np.zeros(len(S)), eps)
+        S_hat = r.S_hat.T
+        S_tilde = gamma * S + beta
+        right = super().batchnorm(S, gamma, beta, eps)
+        return BatchNormOut(r.mu, r.var, S_hat, gamma * S_hat + beta, S_tilde, right.cache)
+
+    def running(self, avg, stat, alpha, n, is_var):
+        return np.full_like(avg, np.nan)  # the shapes do not fit: undefined
+
+
+# -- linear layers, softmax, cost -------------------------------------------------------------
+@catalogued(
+    "weight_transposed_forward",
+    summary="a square weight matrix is used transposed in the forward pass (W' X instead of W X)",
+    formula="forward pass: S_l = W_l X_(l-1) + b_l, with W_l of size m_l x m_(l-1)",
+    square=True,
+)
+class WeightTransposedForward(Computation):
+    def linear(self, H, W, b):
+        return super().linear(H, W.T if _square(W) else W, b)
+
+
+@catalogued(
+    "bias_missing",
+    summary="the bias is not added in the forward pass",
+    formula="forward pass: S_l = W_l X_(l-1) + b_l 1_n^T",
+)
+class BiasMissing(Computation):
+    def linear(self, H, W, b):
+        return super().linear(H, W, np.zeros_like(b))
+
+
+@catalogued(
+    "softmax_wrong_axis",
+    summary="softmax normalizes over the samples instead of over the classes of each sample",
+    formula="P = softmax(S), each column (one sample) sums to 1: exp(s) / (1^T exp(s))",
+)
+class SoftmaxWrongAxis(Computation):
+    def probs(self, S):
+        return layers.softmax(S.T).T  # normalized over the samples
+
+    def head(self, S, y, Y):
+        P = self.probs(S)
+        n = len(y)
+        return P, float(-np.log(P[np.arange(n), y]).mean()), (P - Y) / n
+
+
+@catalogued("softmax_wrong_axis")
+class SoftmaxWrongSumAxis(SoftmaxWrongAxis):
+    def probs(self, S):  # exp(S - max over the classes), summed over the samples
+        E = np.exp(S - S.max(axis=1, keepdims=True))
+        return E / E.sum(axis=0)
+
+
+@catalogued(
+    "bn_on_scores",
+    summary="batch normalization is applied to the last layer's scores too",
+    formula="assignment 3: batch norm on hidden layers 1..k-1 only; s_k = W_k x_(k-1) + b_k goes to the softmax",
+    batch_norm=True,
+)
+class BnOnScores(Computation):
+    def head(self, S, y, Y):  # batch norm (gamma = 1, beta = 0) on the last layer's scores too
+        out, cache, _ = layers.batchnorm_train_forward(S, np.ones(S.shape[1]), np.zeros(S.shape[1]), self.eps)
+        P, loss, dout = super().head(out, y, Y)
+        return P, loss, layers.batchnorm_backward(dout, cache)[0]
+
+
+@catalogued(
+    "relu_on_scores",
+    summary="ReLU is applied to the last layer's scores before the softmax",
+    formula="P = softmax(W_k X_(k-1) + b_k): no ReLU after the last layer",
+)
+class ReluOnScores(Computation):
+    def head(self, S, y, Y):
+        P, loss, dout = super().head(layers.relu_forward(S)[0], y, Y)
+        return P, loss, np.where(S > 0, dout, 0.0)
+
+
+@catalogued(
+    "loss_not_mean",
+    summary="the loss sums the cross-entropy over the batch instead of averaging it (missing 1/n)",
+    formula="J = (1/n) sum_i l_cross(x_i, y_i) + lam sum_l ||W_l||^2",
+)
+class LossNotMean(Computation):
+    def head(self, S, y, Y):
+        P, loss, dS = super().head(S, y, Y)
+        return P, loss * len(y), dS
+
+
+@catalogued(
+    "loss_mean_over_classes",
+    summary="the cross-entropy is averaged over all n x C entries of Y .* log(P) (np.mean), so divided by C too",
+    formula="J = (1/n) sum_i -log(y_i^T p_i) + lam sum_l ||W_l||^2: a sum over the classes, a mean over the samples",
+)
+class LossMeanOverClasses(Computation):
+    def head(self, S, y, Y):
+        P, loss, dS = super().head(S, y, Y)
+        return P, loss / Y.shape[1], dS
+
+
+@catalogued(
+    "cost_no_reg",
+    summary="the cost is missing the penalty lam * sum_l ||W_l||^2",
+    formula="J = (1/n) sum_i l_cross(x_i, y_i) + lam sum_l ||W_l||^2",
+)
+class CostNoReg(Computation):
+    def cost(self, loss, params, lam):
+        return loss
+
+
+def _sum_sq(params, prefixes):
+    return sum(np.sum(p**2) for name, p in params.items() if name.rstrip("0123456789") in prefixes)
+
+
+@catalogued(
+    "reg_biases",
+    summary="the biases are regularized too (2 lam b in grad_b, or lam ||b||^2 in the cost)",
+    formula="J = (1/n) sum_i l_cross + lam sum_l ||W_l||^2: the penalty is on the weight matrices only",
+)
+class RegBiases(Computation):
+    def cost(self, loss, params, lam):
+        return super().cost(loss, params, lam) + lam * _sum_sq(params, ("b",))
+
+    def penalize(self, grads, params, lam):
+        super().penalize(grads, params, lam)
+        for name in params:
+            if name.rstrip("0123456789") == "b":
+                grads[name] = grads[name] + 2 * lam * params[name]
+
+
+@catalogued(
+    "reg_gamma_beta",
+    summary="gamma and beta are regularized (2 lam gamma in grad_gamma, or their squares in the cost)",
+    formula="J = (1/n) sum_i l_cross + lam sum_l ||W_l||^2: the penalty is on the weight matrices only",
+    batch_norm=True,
+)
+class RegGammaBeta(Computation):
+    def cost(self, loss, params, lam):
+        return super().cost(loss, params, lam) + lam * _sum_sq(params, ("gamma", "beta"))
+
+    def penalize(self, grads, params, lam):
+        super().penalize(grads, params, lam)
+        for name in params:
+            if name.rstrip("0123456789") in ("gamma", "beta"):
+                grads[name] = grads[name] + 2 * lam * params[name]
+
+
+@catalogued(
+    "reg_grad_no_2",
+    summary="the penalty's gradient is lam W; the gradient of lam ||W||^2 is 2 lam W",
+    formula="grad_W_l = (1/n) G_batch X_(l-1)^T + 2 lam W_l",
+)
+class RegGradNo2(Computation):
+    def penalize(self, grads, params, lam):
+        super().penalize(grads, params, lam / 2)
+
+
+@catalogued(
+    "reg_grad_missing",
+    summary="the penalty's gradient 2 lam W is missing from grad_W",
+    formula="grad_W_l = (1/n) G_batch X_(l-1)^T + 2 lam W_l",
+)
+class RegGradMissing(Computation):
+    def penalize(self, grads, params, lam):
+        pass
+
+
+# -- backward ---------------------------------------------------------------------------------
+class _ScaledGrads(Computation):
+    """Parameter gradients (their data terms) multiplied by ``factor(n)``; ``G`` unchanged."""
+
+    def factor(self, n):
+        raise NotImplementedError
+
+    def linear_back(self, G, cache, need_dX):
+        dH, dW, db = super().linear_back(G, cache, need_dX)
+        f = self.factor(len(G))
+        return dH, dW * f, db * f
+
+    def bn_back(self, dZ, cache):
+        dS, dgamma, dbeta = super().bn_back(dZ, cache)
+        f = self.factor(len(dZ))
+        return dS, dgamma * f, dbeta * f
+
+
+@catalogued(
+    "grad_not_divided_by_n",
+    summary="the parameter gradients are not divided by n (G_batch X^T instead of (1/n) G_batch X^T)",
+    formula="grad_W_l = (1/n) G_batch X_(l-1)^T + 2 lam W_l, grad_b_l = (1/n) G_batch 1_n",
+)
+class GradNotDividedByN(_ScaledGrads):
+    def factor(self, n):
+        return n
+
+
+@catalogued(
+    "grad_divided_twice",
+    summary="the parameter gradients are divided by n twice (G already holds the 1/n, and it is applied again)",
+    formula="grad_W_l = (1/n) G_batch X_(l-1)^T + 2 lam W_l, with G_batch = -(Y - P) not yet divided by n",
+)
+class GradDividedTwice(_ScaledGrads):
+    def factor(self, n):
+        return 1 / n
+
+
+@catalogued(
+    "relu_grad_at_zero",
+    summary="the ReLU derivative is taken as 1 at 0 (mask S >= 0); it is 0 there: Ind(S > 0)",
+    formula="backward pass: G_batch = G_batch .* Ind(X_l > 0), strictly greater",
+)
+class ReluGradAtZero(Computation):
+    def relu_back(self, dH, layer):
+        return np.where(layer["Z"] >= 0, dH, 0.0)
+
+
+@catalogued(
+    "relu_grad_missing",
+    summary="the gradient is not masked by the ReLU derivative (or by Ind(H >= 0), which is always true)",
+    formula="backward pass: G_batch = G_batch .* Ind(X_l > 0)",
+)
+class ReluGradMissing(Computation):
+    def relu_back(self, dH, layer):
+        return dH
+
+
+@catalogued(
+    "relu_grad_before_bn",
+    summary="the ReLU mask is taken from S (before batch norm) instead of S_tilde, the ReLU's input",
+    formula="backward pass: G_batch = G_batch .* Ind(X_l > 0), X_l = max(0, S_tilde_l)",
+    batch_norm=True,
+)
+class ReluGradBeforeBn(Computation):
+    def relu_back(self, dH, layer):
+        return np.where(layer["S"] > 0, dH, 0.0)
+
+
+@catalogued(
+    "bn_back_no_mean_term",
+    summary="batch-norm backward is missing the mean term -(1/n) (G1 1_n) 1_n^T",
+    formula=BN_BACKWARD,
+    batch_norm=True,
+)
+class BnBackNoMeanTerm(Computation):
+    def bn_back(self, dZ, cache):
+        S_hat, inv_std, gamma = cache
+        _, dgamma, dbeta = super().bn_back(dZ, cache)
+        G = dZ * gamma
+        return inv_std * (G - S_hat * (G * S_hat).mean(axis=0)), dgamma, dbeta
+
+
+@catalogued(
+    "bn_back_no_var_term",
+    summary="batch-norm backward is missing the variance term -(1/n) D .* (c 1_n^T)",
+    formula=BN_BACKWARD,
+    batch_norm=True,
+)
+class BnBackNoVarTerm(Computation):
+    def bn_back(self, dZ, cache):
+        S_hat, inv_std, gamma = cache
+        _, dgamma, dbeta = super().bn_back(dZ, cache)
+        G = dZ * gamma
+        return inv_std * (G - G.mean(axis=0)), dgamma, dbeta
+
+
+@catalogued(
+    "bn_back_sigma1_in_c",
+    summary="batch-norm backward computes c with sigma1 = (var + eps)^(-1/2) where sigma2 = (var + eps)^(-3/2) belongs",
+    formula=BN_BACKWARD,
+    batch_norm=True,
+)
+class BnBackSigma1InC(Computation):
+    def bn_back(self, dZ, cache):  # c = (G * sigma1 * D) 1_n: the last term loses a factor sigma1^2
+        S_hat, inv_std, gamma = cache
+        _, dgamma, dbeta = super().bn_back(dZ, cache)
+        G = dZ * gamma
+        return inv_std * (G - G.mean(axis=0)) - S_hat * (G * S_hat).mean(axis=0) / inv_std, dgamma, dbeta
+
+
+@catalogued(
+    "bn_back_no_gamma",
+    summary="the gradient is not multiplied by gamma before the batch-norm backward pass",
+    formula="assignment 3, backward pass: G_batch = G_batch .* (gamma_l 1_n^T), then BatchNormBackPass",
+    batch_norm=True,
+)
+class BnBackNoGamma(Computation):
+    def bn_back(self, dZ, cache):
+        S_hat, inv_std, gamma = cache
+        _, dgamma, dbeta = super().bn_back(dZ, cache)
+        return super().bn_back(dZ, (S_hat, inv_std, np.ones_like(gamma)))[0], dgamma, dbeta
+
+
+@catalogued(
+    "grad_gamma_beta_swapped",
+    summary="grad_gamma and grad_beta are swapped",
+    formula="grad_gamma_l = (1/n) (G_batch .* S_hat_l) 1_n, grad_beta_l = (1/n) G_batch 1_n",
+    batch_norm=True,
+)
+class GradGammaBetaSwapped(Computation):
+    def bn_back(self, dZ, cache):
+        dS, dgamma, dbeta = super().bn_back(dZ, cache)
+        return dS, dbeta, dgamma
+
+
+@catalogued(
+    "weight_transposed_backward",
+    summary="the gradient is propagated with W instead of its transpose (W G instead of W' G)",
+    formula="backward pass: G_batch = W_l^T G_batch",
+    square=True,
+)
+class WeightTransposedBackward(Computation):
+    def linear_back(self, G, cache, need_dX):
+        dH, dW, db = super().linear_back(G, cache, need_dX)
+        H, W = cache
+        if need_dX and _square(W):
+            dH = G @ W.T
+        return dH, dW, db
+
+
+@catalogued(
+    "G_wrt_S_tilde",
+    summary="G{l} holds the gradient with respect to S_tilde{l} (after the ReLU mask, before the batch-norm "
+    "backward pass); G{l} is the gradient with respect to S{l}, after BatchNormBackPass",
+    formula="G{l} = dJ/dS_l, S_l = W_l X_(l-1) + b_l the scores before batch norm",
+    batch_norm=True,
+)
+class GradWrtSTilde(Computation):
+    def shown_G(self, dH, dZ, dS):
+        return dZ
+
+
+@catalogued(
+    "G_wrt_H",
+    summary="G{l} holds the gradient with respect to H{l}, before the ReLU mask; G{l} is the gradient with "
+    "respect to S{l}, after the mask (and after BatchNormBackPass)",
+    formula="backward pass: G_batch = W_(l+1)^T G_batch, then G_batch = G_batch .* Ind(X_l > 0): G{l} comes after",
+)
+class GradWrtH(Computation):
+    def shown_G(self, dH, dZ, dS):
+        return dH
+
+
+# -- the step ---------------------------------------------------------------------------------
+@catalogued(
+    "running_alpha_swapped",
+    summary="the running averages are weighted the wrong way round: (1 - alpha) mu_av + alpha mu",
+    formula="assignment 3: mu_av = alpha mu_av + (1 - alpha) mu, var_av = alpha var_av + (1 - alpha) var",
+    batch_norm=True,
+)
+class RunningAlphaSwapped(Computation):
+    def running(self, avg, stat, alpha, n, is_var):
+        return super().running(avg, stat, 1 - alpha, n, is_var)
+
+
+@catalogued(
+    "running_init_batch",
+    summary="the running averages start from this batch's statistics; this case starts them at "
+    "mu_av{l}_init (zeros) and var_av{l}_init (ones)",
+    formula="mu_av = alpha mu_av + (1 - alpha) mu, starting from the case's mu_av{l}_init and var_av{l}_init",
+    batch_norm=True,
+)
+class RunningInitBatch(Computation):
+    def running(self, avg, stat, alpha, n, is_var):
+        return super().running(stat, stat, alpha, n, is_var)
+
+
+@catalogued(
+    "running_var_unbiased",
+    summary="the running variance is fed the unbiased batch variance n/(n-1) var (PyTorch's convention)",
+    formula="var_av = alpha var_av + (1 - alpha) var, with the batch variance var of the forward pass (1/n)",
+    batch_norm=True,
+)
+class RunningVarUnbiased(Computation):
+    def running(self, avg, stat, alpha, n, is_var):
+        return super().running(avg, stat * n / (n - 1) if is_var else stat, alpha, n, is_var)
+
+
+@catalogued(
+    "eval_batch_stats",
+    summary="evaluation mode normalizes with the batch's statistics instead of the running averages",
+    formula="assignment 3, testing: S_hat = diag(var_av + eps)^(-1/2) (S - mu_av 1_n^T)",
+    batch_norm=True,
+)
+class EvalBatchStats(Computation):
+    def eval_probs(self, params, running, X):
+        return super().eval_probs(params, None, X)
+
+
+@catalogued(
+    "eval_before_step",
+    summary="P_eval is computed with the parameters before the step; it is the network after the step",
+    formula="P_eval: the network after one step (W_next, b_next, ...) in evaluation mode",
+)
+class EvalBeforeStep(Computation):
+    def eval_params(self, before, after):
+        return before
+
+
+@catalogued(
+    "update_wrong_sign",
+    summary="the step adds the gradient (p + eta grad); gradient descent subtracts it",
+    formula="W_l <- W_l - eta grad_W_l (and likewise b, gamma, beta)",
+)
+class UpdateWrongSign(Computation):
+    def step(self, p, grad, eta):
+        return super().step(p, grad, -eta)
+
+
+CATALOGUE["reduced_wrong_axis"] = Mistake(
+    "reduced_wrong_axis",
+    "a sum or mean is taken over the units instead of over the samples (one value per sample, not per unit)",
+    "grad_b_l = (1/n) G_batch 1_n, mu = (1/n) S 1_n: sums over the n samples (along the rows of the d x n matrices)",
+)
+
+
+def applicable_mistakes(case) -> list[Mistake]:
+    """The catalogued mistakes that can be computed for ``case``, in catalogue order."""
+    return [m for m in CATALOGUE.values() if m.applies_to(case)]

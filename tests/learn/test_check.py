@@ -1,0 +1,405 @@
+"""The checker: no false alarm on a correct implementation; for every bug of the zoo, the exact
+first wrong quantity and, for a catalogued one, the exact mistake; patterns and shape messages."""
+
+import json
+
+import numpy as np
+import pytest
+
+import klayer
+from klayer.errors import KlayerError
+from klayer.learn import CASES, CATALOGUE, check, reference_vectors
+from klayer.learn.check import DEFAULT_TOL
+from klayer.learn.mistakes import applicable_mistakes
+from klayer.learn.vectors import kind_of, quantity_names
+
+from .student import CATALOGUED, OUTSIDE, inputs_of, run
+
+SMALL = [name for name, c in CASES.items() if c.source == "random"]
+
+
+def student(case, bugs=(), dtype=np.float64, g_batch=False, layout="assignment", data_root=None):
+    """The independent implementation's values for a case, in the assignment layout or klayer's."""
+    out = run(inputs_of(reference_vectors(case, "assignment", data_root)), bugs, dtype, g_batch)
+    if layout == "klayer":
+        ref = reference_vectors(case)
+        out = {q: a.T if kind_of(q, ref[q]) == "rows" else a for q, a in out.items()}
+    return out
+
+
+# -- no false alarm ----------------------------------------------------------------------------
+@pytest.mark.parametrize("g_batch", [False, True])
+@pytest.mark.parametrize("layout", ["assignment", "klayer"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", SMALL)
+def test_a_correct_implementation_passes(case, dtype, layout, g_batch):
+    result = check(student(case, dtype=dtype, layout=layout, g_batch=g_batch), case)
+    assert result.passed, result.format()
+    assert result.exit_code == 0 and result.layout == layout
+    assert max(r.error for r in result.rows) < DEFAULT_TOL / 30  # float32 round-off is far below the tolerance
+    assert any("G_batch" in n for n in result.notes) == g_batch
+    assert len(result.rows) == len(quantity_names(case)) - len(inputs_of(reference_vectors(case)))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_correct_implementation_passes_the_cifar_case(dtype, cifar_dir):
+    result = check(student("cifar_3layer_bn", dtype=dtype, data_root=cifar_dir), "cifar_3layer_bn", data_root=cifar_dir)
+    assert result.passed, result.format()
+
+
+def test_the_reference_itself_and_its_float32_rounding_pass():
+    for case in SMALL:
+        ref = reference_vectors(case)
+        assert check(ref, case).passed
+        assert check({q: np.asarray(a, np.float32) for q, a in ref.items()}, case).passed
+
+
+# -- the zoo -----------------------------------------------------------------------------------
+# bug -> (case, the exact first wrong quantity, the catalogued mistake or None)
+ZOO = {
+    "var_unbiased": ("3layer_bn", "var1", "var_unbiased"),
+    "eps_outside_sqrt": ("3layer_bn", "S_hat1", "eps_outside_sqrt"),
+    "eps_missing": ("3layer_bn", "S_hat1", "eps_missing"),
+    "var_not_sqrt": ("3layer_bn", "S_hat1", "var_not_sqrt"),
+    "gamma_before_norm": ("3layer_bn", "mu1", "gamma_before_norm"),
+    "gamma_before_norm_batch_stats": ("3layer_bn", "S_tilde1", "gamma_before_norm"),
+    "bn_stats_wrong_axis": ("3layer_bn", "mu1", "bn_stats_wrong_axis"),
+    "weight_transposed_forward": ("3layer", "S2", "weight_transposed_forward"),
+    "bias_missing": ("3layer_bn", "S1", "bias_missing"),
+    "softmax_wrong_axis": ("3layer_bn", "P", "softmax_wrong_axis"),
+    "softmax_wrong_sum_axis": ("3layer", "P", "softmax_wrong_axis"),
+    "bn_on_scores": ("2layer_bn", "P", "bn_on_scores"),
+    "relu_on_scores": ("3layer", "P", "relu_on_scores"),
+    "loss_not_mean": ("3layer_bn", "loss", "loss_not_mean"),
+    "loss_mean_over_classes": ("2layer", "loss", "loss_mean_over_classes"),
+    "cost_no_reg": ("3layer", "cost", "cost_no_reg"),
+    "reg_biases": ("3layer_bn", "grad_b3", "reg_biases"),
+    "reg_gamma_beta": ("3layer_bn", "grad_gamma2", "reg_gamma_beta"),
+    "reg_grad_no_2": ("3layer_bn", "grad_W3", "reg_grad_no_2"),
+    "reg_grad_missing": ("2layer", "grad_W2", "reg_grad_missing"),
+    "grad_not_divided_by_n": ("3layer_bn", "grad_W3", "grad_not_divided_by_n"),
+    "grad_divided_twice": ("3layer", "grad_W3", "grad_divided_twice"),
+    "grad_b_wrong_axis": ("3layer_bn", "grad_b3", "reduced_wrong_axis"),
+    "relu_grad_at_zero": ("3layer_bn", "grad_gamma1", "relu_grad_at_zero"),
+    "relu_grad_missing": ("3layer", "G2", "relu_grad_missing"),
+    "relu_grad_before_bn": ("3layer_bn", "grad_gamma2", "relu_grad_before_bn"),
+    "bn_back_no_mean_term": ("3layer_bn", "G2", "bn_back_no_mean_term"),
+    "bn_back_no_var_term": ("3layer_bn", "G2", "bn_back_no_var_term"),
+    "bn_back_sigma1_in_c": ("3layer_bn", "G2", "bn_back_sigma1_in_c"),
+    "bn_back_no_gamma": ("2layer_bn", "G1", "bn_back_no_gamma"),
+    "grad_gamma_beta_swapped": ("3layer_bn", "grad_gamma2", "grad_gamma_beta_swapped"),
+    "weight_transposed_backward": ("3layer", "G1", "weight_transposed_backward"),
+    "G_wrt_S_tilde": ("3layer_bn", "G2", "G_wrt_S_tilde"),
+    "G_wrt_H": ("3layer", "G2", "G_wrt_H"),
+    "running_alpha_swapped": ("3layer_bn", "mu_av1", "running_alpha_swapped"),
+    "running_init_batch": ("2layer_bn", "mu_av1", "running_init_batch"),
+    "running_var_unbiased": ("3layer_bn", "var_av1", "running_var_unbiased"),
+    "eval_batch_stats": ("3layer_bn", "P_eval", "eval_batch_stats"),
+    "eval_before_step": ("3layer", "P_eval", "eval_before_step"),
+    "update_wrong_sign": ("2layer_bn", "W1_next", "update_wrong_sign"),
+    # outside the catalogue: located, described, and not misnamed
+    "log10_loss": ("3layer_bn", "loss", None),
+    "relu_scaled": ("3layer", "H1", None),
+    "leaky_relu": ("3layer_bn", "H1", None),
+    "gamma_update_uses_grad_beta": ("3layer_bn", "gamma1_next", None),
+    "bias_not_updated": ("3layer_bn", "b3_next", None),
+}
+
+
+def test_the_zoo_covers_the_catalogue_and_beyond():
+    assert set(ZOO) == CATALOGUED | OUTSIDE
+    assert len(ZOO) >= 15 and len(OUTSIDE) >= 3
+    assert {v[2] for v in ZOO.values()} - {None} == set(CATALOGUE)  # every catalogued mistake has its bug
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("bug", sorted(ZOO))
+def test_the_zoo(bug, dtype):
+    case, first, mistake = ZOO[bug]
+    result = check(student(case, {bug}, dtype), case)
+    assert result.first_wrong == first, result.format()
+    assert result.mistake_id == mistake, result.format()
+    assert result.exit_code == 1 and not result.passed
+    text = result.format()
+    assert f"\nfirst wrong: {first} (" in text
+    assert (f"\nlikely mistake: {mistake}: " in text) == (mistake is not None)
+
+
+OUTSIDE_PATTERNS = {
+    "log10_loss": "off by a constant factor 0.4343",
+    "relu_scaled": "off by a constant factor 0.8 ",
+    "leaky_relu": "wrong only for unit(s) 2, 3, 4, 5, 6, 7, 8 of 8",
+    "gamma_update_uses_grad_beta": "wrong only for unit(s)",
+}
+
+
+@pytest.mark.parametrize("bug", sorted(OUTSIDE_PATTERNS))
+def test_unmatched_mismatches_are_described(bug):
+    case = ZOO[bug][0]
+    result = check(student(case, {bug}), case)
+    assert OUTSIDE_PATTERNS[bug] in result.pattern
+    assert "no catalogued mistake reproduces it" in result.format()
+
+
+def first_difference(values, ref, n):
+    """The first quantity of ``values`` (klayer layout) that differs from ``ref``, by plain NumPy."""
+    for q in ref:
+        if q not in values:
+            continue
+        a, r = np.asarray(values[q], float), ref[q]
+        if a.size != r.size:
+            return q
+        a = a.reshape(r.shape)
+        ok = np.allclose(a, r, rtol=1e-6, atol=1e-9) or (q.startswith("G") and np.allclose(a, n * r, rtol=1e-6))
+        if not ok:
+            return q
+    return None
+
+
+@pytest.mark.parametrize("case", SMALL)
+def test_every_applicable_bug_is_named_in_every_case(case):
+    """Beyond the table: in every small case, each catalogued bug that shows is found where it first
+    shows and named."""
+    ref = reference_vectors(case)
+    applicable = {m.id for m in applicable_mistakes(CASES[case])}
+    named = 0
+    for bug, (_, _, mistake) in ZOO.items():
+        if mistake is None or (mistake not in applicable and mistake != "reduced_wrong_axis"):
+            continue
+        values = student(case, {bug}, layout="klayer")
+        first = first_difference(values, ref, CASES[case].n)
+        if first is None:  # this bug leaves no trace in this case (e.g. no square weight matrix)
+            continue
+        result = check(values, case)
+        assert (result.first_wrong, result.mistake_id) == (first, mistake), result.format()
+        named += 1
+    assert named >= 15 if CASES[case].batch_norm else named >= 12
+
+
+@pytest.mark.parametrize(
+    "bug", ["eps_outside_sqrt", "bn_back_no_mean_term", "relu_grad_at_zero", "running_alpha_swapped"]
+)
+def test_the_zoo_in_the_cifar_case(bug, cifar_dir):
+    first = {
+        "eps_outside_sqrt": "S_hat1",
+        "bn_back_no_mean_term": "G2",
+        "relu_grad_at_zero": "grad_gamma1",
+        "running_alpha_swapped": "mu_av1",
+    }[bug]
+    result = check(
+        student("cifar_3layer_bn", {bug}, np.float32, data_root=cifar_dir), "cifar_3layer_bn", data_root=cifar_dir
+    )
+    assert (result.first_wrong, result.mistake_id) == (first, bug)
+
+
+@pytest.mark.parametrize(
+    "bug, drop, first",
+    [
+        ("gamma_before_norm", ("mu", "var"), "S_hat1"),
+        ("var_unbiased", ("mu", "var"), "S_hat1"),
+        ("bn_back_no_var_term", ("G",), "grad_W2"),
+        ("relu_grad_at_zero", ("grad_gamma", "grad_beta"), "gamma1_next"),  # G1: gamma1 = 0 for the dead unit
+    ],
+)
+def test_missing_quantities_are_allowed_and_the_mistake_still_named(bug, drop, first):
+    values = {q: a for q, a in student("3layer_bn", {bug}).items() if q.rstrip("0123456789") not in drop}
+    result = check(values, "3layer_bn")
+    assert (result.first_wrong, result.mistake_id) == (first, bug)
+    assert set(result.missing) == set(quantity_names("3layer_bn")) - set(values)
+    assert {f"{d}1" for d in drop} <= set(result.missing)
+
+
+def test_a_bug_made_in_one_of_two_places_is_still_named():
+    # biases penalized in the cost only: the gradients are right
+    values = student("3layer")
+    values["cost"] = values["cost"] + 0.1 * sum(
+        np.sum(values_b**2) for values_b in (reference_vectors("3layer")[f"b{l}"] for l in (1, 2, 3))
+    )
+    result = check(values, "3layer")
+    assert (result.first_wrong, result.mistake_id) == ("cost", "reg_biases")
+
+
+def test_two_bugs_the_first_one_is_reported():
+    result = check(student("3layer_bn", {"bn_back_no_mean_term", "update_wrong_sign"}), "3layer_bn")
+    assert (result.first_wrong, result.mistake_id) == ("G2", "bn_back_no_mean_term")
+    assert sum(not r.ok for r in result.rows) > 5  # later quantities are wrong too, and shown
+
+
+# -- patterns ----------------------------------------------------------------------------------
+def test_patterns_of_unmatched_mismatches():
+    ref = reference_vectors("3layer_bn")
+
+    def pattern(name, value):
+        r = check({name: value}, "3layer_bn")
+        assert r.first_wrong == name and r.mistake is None
+        return r.pattern
+
+    S = ref["S_hat1"]
+    assert "constant factor 0.8 " in pattern("S_hat1", 0.8 * S)
+    assert "the sign flipped" in pattern("S_hat1", -S)
+    assert "constant offset 0.25" in pattern("S_hat1", S + 0.25)
+    assert "factor n = 5" in pattern("grad_W2", 5 * ref["grad_W2"])
+    assert "transposed" in pattern("grad_W2", ref["grad_W2"].T)
+    assert "rows permuted" in pattern("S_hat1", S[[1, 0, 2, 3, 4]])
+    assert "columns permuted" in pattern("S_hat1", S[:, [0, 1, 2, 3, 4, 5, 7, 6]])
+    T = S.copy()
+    T[:, 3] += 1
+    assert "wrong only for unit(s) 4 of 8" in pattern("S_hat1", T)
+    T = S.copy()
+    T[2] += 1
+    assert "wrong only for sample(s) 3 of 5" in pattern("S_hat1", T)
+    T = S.copy()
+    T[0, 1] = np.nan
+    assert "1 of 40 entries are NaN or infinite" in pattern("S_hat1", T)
+    assert "yours 3, reference" in pattern("loss", 3.0)
+    assert "no simple pattern" in pattern("S_hat1", S + np.linspace(0.1, 1, S.size).reshape(S.shape) ** 2)
+
+
+def test_wrong_inputs_say_they_are_inputs():
+    ref = reference_vectors("2layer")
+    result = check({"X": ref["X"] / 255}, "2layer")
+    assert result.first_wrong == "X" and "input of the case" in result.pattern and "klayer vectors" in result.pattern
+
+
+# -- shapes ------------------------------------------------------------------------------------
+def test_shape_mistakes_get_one_line_explanations():
+    ref = reference_vectors("3layer_bn")
+    asg = reference_vectors("3layer_bn", "assignment")
+
+    def note(values, name):
+        r = check(values, "3layer_bn")
+        assert r.first_wrong == name and not r.passed
+        assert "\n" not in r.pattern
+        return r.pattern, r.mistake_id
+
+    # klayer layout (X is n x d), one matrix transposed
+    text, _ = note({"X": ref["X"], "S1": ref["S1"].T}, "S1")
+    assert "shape (8, 5), expected (5, 8)" in text and "transposed" in text and "one row per sample" in text
+    # assignment layout, one matrix in rows
+    text, _ = note({"X": asg["X"], "P": asg["P"], "S2": asg["S2"].T}, "S2")
+    assert "expected (8, 5) in assignment layout" in text and "transposed" in text
+    text, _ = note({"W1": ref["W1"].T}, "W1")
+    assert "transposed" in text and "one row per output unit" in text
+    text, _ = note({"S1": ref["S1"][0]}, "S1")
+    assert "the batch axis is missing" in text
+    text, mistake = note({"grad_b1": ref["G1"].sum(axis=1)}, "grad_b1")
+    assert "over the wrong axis" in text and mistake == "reduced_wrong_axis"
+    text, _ = note({"mu1": np.ones((8, 5))}, "mu1")
+    assert "the sum or mean over the samples is missing" in text
+    text, _ = note({"loss": np.ones(3)}, "loss")
+    assert "a single number" in text
+    text, _ = note({"P": ref["P"].ravel()}, "P")
+    assert "flattened" in text
+
+
+def test_vectors_are_accepted_in_any_orientation_and_scalars_as_1x1():
+    ref = reference_vectors("2layer_bn")
+    values = {
+        "b1": ref["b1"][None, :],
+        "mu1": ref["mu1"][:, None],
+        "gamma1": ref["gamma1"],
+        "loss": ref["loss"].reshape(1, 1),
+    }
+    assert check(values, "2layer_bn").passed
+
+
+def test_labels_zero_or_one_based():
+    ref = reference_vectors("3layer")
+    assert check({"y": ref["y"]}, "3layer").passed
+    r = check({"y": (ref["y"] + 1.0)[None, :]}, "3layer")
+    assert r.passed and any("1-based" in n for n in r.notes)
+    r = check({"y": ref["y"][::-1]}, "3layer")
+    assert r.first_wrong == "y"
+
+
+def test_G_times_n_is_accepted_anything_else_is_not():
+    ref = reference_vectors("3layer")
+    assert check({"G3": 5 * ref["G3"], "G2": 5 * ref["G2"]}, "3layer").passed
+    assert check({"G3": 2 * ref["G3"]}, "3layer").first_wrong == "G3"
+    assert check({"grad_W3": 5 * ref["grad_W3"]}, "3layer").first_wrong == "grad_W3"  # only G has the convention
+
+
+def test_a_mistake_made_slightly_differently_is_still_named():
+    # eps left out, but the student's own 1e-5 instead of 0: within 10 x the tolerance of the mistake
+    values = student("3layer_bn", {"eps_missing"})
+    asg = reference_vectors("3layer_bn", "assignment")
+    S, mu, var = asg["S1"], asg["mu1"], asg["var1"]
+    values["S_hat1"] = (S - mu) / np.sqrt(var + 1e-5)
+    result = check(values, "3layer_bn")
+    assert (result.first_wrong, result.mistake_id) == ("S_hat1", "eps_missing")
+
+
+def test_all_zero_quantities_compare():
+    ref = reference_vectors("3layer_bn")
+    assert check({"mu_av1_init": np.zeros(8), "var_av1_init": ref["var_av1_init"]}, "3layer_bn").passed
+    assert check({"mu_av1_init": np.full(8, 1e-3)}, "3layer_bn").first_wrong == "mu_av1_init"
+
+
+def test_the_tolerance_and_the_bias_gradients_scale():
+    ref = reference_vectors("3layer_bn")
+    S = ref["S_hat1"]
+    assert check({"S_hat1": S * (1 + 0.3 * DEFAULT_TOL)}, "3layer_bn").passed
+    assert not check({"S_hat1": S * (1 + 3 * DEFAULT_TOL)}, "3layer_bn").passed
+    assert check({"S_hat1": S * (1 + 3 * DEFAULT_TOL)}, "3layer_bn", tol=1e-3).passed
+    # in front of batch norm the bias gradient is exactly 0: round-off of its terms is right, 2 lam b is not
+    g = ref["G1"]
+    assert check({"grad_b1": np.abs(g).sum(axis=0) * 1e-7}, "3layer_bn").passed
+    assert not check({"grad_b1": 2 * 0.1 * ref["b1"]}, "3layer_bn").passed
+
+
+# -- values, names, cases ----------------------------------------------------------------------
+def test_unknown_names_are_ignored_with_a_suggestion():
+    ref = reference_vectors("2layer_bn")
+    r = check({"S1": ref["S1"], "Shat1": ref["S_hat1"], "foo": 1.0}, "2layer_bn")
+    assert r.passed and r.ignored == ["Shat1 (did you mean S_hat1?)", "foo"]
+    assert "ignored (not names of this case): Shat1 (did you mean S_hat1?), foo" in r.format()
+
+
+def test_unusable_values_raise():
+    with pytest.raises(KlayerError, match="none of the values"):
+        check({"foo": 1.0}, "2layer")
+    with pytest.raises(KlayerError, match="unknown case"):
+        check({"S1": 1.0}, "nope")
+    with pytest.raises(KlayerError, match="cannot tell which case"):
+        check({"S1": np.ones((3, 3))})
+    with pytest.raises(KlayerError, match="layout"):
+        check({"S1": 1.0}, "2layer", layout="rows")
+
+
+def test_non_numeric_values_are_wrong_not_fatal():
+    r = check({"S1": "hello", "X": reference_vectors("2layer")["X"]}, "2layer")
+    assert r.first_wrong == "S1" and "not a numeric array" in r.pattern
+
+
+def test_the_case_is_inferred():
+    ref = reference_vectors("3layer_bn", "assignment")
+    assert check({"X": ref["X"], "S_hat1": ref["S_hat1"]}).case == "3layer_bn"
+    assert check({**ref, "case_name": "3layer_bn"}).case == "3layer_bn"
+    r2 = reference_vectors("2layer")
+    assert check({"S1": r2["S1"], "P": r2["P"]}).case == "2layer"  # 2layer_bn has the same shapes, other values
+
+
+def test_lists_and_torch_tensors_are_accepted():
+    torch = pytest.importorskip("torch")
+    ref = reference_vectors("2layer")
+    r = check({"S1": ref["S1"].tolist(), "P": torch.tensor(ref["P"], requires_grad=True)}, "2layer")
+    assert r.passed
+
+
+def test_result_is_structured_and_serializable():
+    r = klayer.check(student("3layer_bn", {"eps_outside_sqrt"}), case="3layer_bn")
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["first_wrong"] == "S_hat1" and d["first_wrong_label"] == "S_hat in layer 1"
+    assert d["mistake"]["id"] == "eps_outside_sqrt" and "diag(var + eps)^(-1/2)" in d["mistake"]["formula"]
+    assert d["passed"] is False and d["layout"] == "assignment"
+    assert [row["name"] for row in d["rows"]][:2] == ["S1", "mu1"]
+    assert r.mistake.formula in r.format() and r.first_wrong_label == "S_hat in layer 1"
+
+
+def test_the_layout_given_wins_over_the_shapes():
+    asg = reference_vectors("3layer", "assignment")
+    assert check({"S1": asg["S1"], "P": asg["P"]}, "3layer").layout == "assignment"
+    r = check({"S1": asg["S1"], "P": asg["P"]}, "3layer", layout="klayer")
+    assert r.layout == "klayer" and r.first_wrong == "S1" and "transposed" in r.pattern
+    r = check({"S1": asg["S1"], "layout": "klayer"}, "3layer")  # a file's own layout entry
+    assert r.layout == "klayer" and not r.passed

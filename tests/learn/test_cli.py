@@ -1,0 +1,191 @@
+"""``klayer vectors`` and ``klayer check`` from the command line: files, exit codes, the verdict
+lines, the .mat round trip in the assignments' layout, and ``--python``."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import scipy.io
+
+from klayer.cli import main
+from klayer.learn import CASES
+
+from .student import run
+
+
+def test_vectors_list(capsys):
+    assert main(["vectors", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name, case in CASES.items():
+        assert re.search(rf"^{name}\s+{re.escape(case.description)}$", out, re.M)
+
+
+def test_vectors_writes_each_format(tmp_path, capsys):
+    for ext in ("npz", "mat", "json"):
+        assert main(["vectors", "--case", "2layer", "--out", str(tmp_path / f"v.{ext}")]) == 0
+        assert (tmp_path / f"v.{ext}").stat().st_size > 1000
+    assert "wrote case 2layer (28 quantities, klayer layout)" in capsys.readouterr().out
+
+
+def test_vectors_usage_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["vectors", "--out", str(tmp_path / "v.npz")])
+    assert e.value.code == 2
+    assert "give --case NAME and --out FILE" in capsys.readouterr().err
+    assert main(["vectors", "--case", "2layer", "--out", str(tmp_path / "v.csv")]) == 1
+    assert capsys.readouterr().err.startswith("klayer: error: ")
+
+
+def student_mat(tmp_path, bugs=(), case="3layer_bn"):
+    """klayer writes the case in the assignment layout; scipy reads it back as a MATLAB user's
+    code would; the student's implementation computes; scipy saves the student's values."""
+    assert main(["vectors", "--case", case, "--layout", "assignment", "--out", str(tmp_path / "ref.mat")]) == 0
+    m = {k: v for k, v in scipy.io.loadmat(tmp_path / "ref.mat").items() if not k.startswith("__")}
+    assert m["X"].shape == (10, 5) and m["b1"].shape == (8, 1)
+    inputs = {
+        k: v
+        for k, v in m.items()
+        if k in {"X", "Y", "lam", "eta", "eps", "bn_alpha"} or re.fullmatch(r"(W|b|gamma|beta)\d|\w+_init", k)
+    }
+    out = run(inputs, bugs)
+    out["y"] = m["y"] + 1  # MATLAB's 1-based labels
+    path = tmp_path / "mine.mat"
+    scipy.io.savemat(path, out)
+    return path
+
+
+def test_mat_round_trip_in_assignment_layout(tmp_path, capsys):
+    path = student_mat(tmp_path)
+    assert main(["check", str(path), "--case", "3layer_bn"]) == 0
+    out = capsys.readouterr().out
+    assert "your layout: assignment" in out and "first wrong" not in out
+    assert re.search(r"^  b1\s+\(8, 1\)\s+\S+\s+OK", out, re.M) is None  # b1 is an input, not in the student's file
+    assert re.search(r"^  mu1\s+\(8, 1\)\s+\S+\s+OK$", out, re.M)
+    assert "y holds 1-based labels" in out
+    assert out.rstrip().endswith("quantities you gave are right")
+
+
+def test_check_exit_1_and_the_verdict_lines(tmp_path, capsys):
+    path = student_mat(tmp_path, {"bn_back_no_mean_term"})
+    assert main(["check", str(path), "--case", "3layer_bn"]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"^first wrong: G2 \(G in layer 2\)$", out, re.M)
+    assert re.search(r"^likely mistake: bn_back_no_mean_term: batch-norm backward is missing the mean term", out, re.M)
+    assert re.search(r"^  G2 .* WRONG  <- first wrong$", out, re.M)
+
+
+def test_check_infers_the_case_from_the_file(tmp_path, capsys):
+    assert main(["vectors", "--case", "2layer_bn", "--out", str(tmp_path / "v.json")]) == 0
+    assert main(["check", str(tmp_path / "v.json")]) == 0
+    assert "case 2layer_bn" in capsys.readouterr().out
+
+
+def test_check_exit_2_for_unusable_input(tmp_path, capsys):
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    np.savez(tmp_path / "other.npz", foo=np.ones(3))
+    for argv in (
+        ["check", str(tmp_path / "missing.mat"), "--case", "2layer"],
+        ["check", str(tmp_path / "junk.npz"), "--case", "2layer"],
+        ["check", str(tmp_path / "other.npz"), "--case", "2layer"],
+        ["check", str(tmp_path / "other.npz"), "--case", "nope"],
+        ["check", str(tmp_path / "other.npz")],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("klayer: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    with pytest.raises(SystemExit) as e:
+        main(["check"])
+    assert e.value.code == 2
+
+
+def test_check_json(tmp_path, capsys):
+    path = student_mat(tmp_path, {"var_unbiased"})
+    capsys.readouterr()
+    assert main(["check", str(path), "--case", "3layer_bn", "--json"]) == 1
+    d = json.loads(capsys.readouterr().out)
+    assert d["first_wrong"] == "var1" and d["mistake"]["id"] == "var_unbiased"
+
+
+STUDENT_MODULE = """
+from tests.learn.student import run
+
+EXPECTED = {"X", "Y", "y", "lam", "eta", "eps", "bn_alpha", "W1", "b1", "gamma1", "beta1", "W2", "b2",
+            "mu_av1_init", "var_av1_init"}
+
+
+def correct(inputs):
+    return run(inputs)
+
+
+def buggy(inputs):
+    return run(inputs, {"eps_outside_sqrt"})
+
+
+def contract(inputs):
+    assert set(inputs) == EXPECTED, sorted(inputs)
+    assert isinstance(inputs["lam"], float) and inputs["X"].shape == (10, 5) and inputs["b1"].shape == (8, 1)
+    inputs["X"][:] = 0  # a copy: changing it changes nothing in klayer
+    return {"S1": inputs["W1"] @ inputs["X"] + inputs["b1"]}
+
+
+def crash(inputs):
+    return 1 / 0
+
+
+def not_a_dict(inputs):
+    return [1, 2]
+"""
+
+
+@pytest.fixture
+def student_file(tmp_path):
+    path = tmp_path / "my_net.py"
+    path.write_text(STUDENT_MODULE)
+    return path
+
+
+def test_python_function_by_path(student_file, capsys):
+    argv = ["check", "--python", f"{student_file}:correct", "--case", "2layer_bn", "--layout", "assignment"]
+    assert main(argv) == 0
+    argv[2] = f"{student_file}:buggy"
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "\nfirst wrong: S_hat1 (S_hat in layer 1)\n" in out and "\nlikely mistake: eps_outside_sqrt: " in out
+
+
+def test_python_function_by_module_name_from_the_current_directory(student_file, monkeypatch, capsys):
+    monkeypatch.chdir(student_file.parent)
+    (student_file.parent / "my_net_by_name.py").write_text(STUDENT_MODULE)
+    assert main(["check", "--python", "my_net_by_name:correct", "--case", "3layer_bn", "--layout", "assignment"]) == 0
+
+
+def test_python_contract_inputs_are_fresh_copies_in_the_layout(student_file, capsys):
+    # S1 computed from zeroed X is wrong: the function got the inputs, and klayer's were untouched
+    assert main(["check", "--python", f"{student_file}:contract", "--case", "2layer_bn", "--layout", "assignment"]) == 1
+    assert "first wrong: S1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ("crash", "your function crash raised ZeroDivisionError: division by zero"),
+        ("not_a_dict", "your function not_a_dict returned list; it must return a dict"),
+        ("nothing", "has no function 'nothing'"),
+    ],
+)
+def test_python_function_failures_are_one_line_and_exit_2(student_file, capsys, target, message):
+    assert main(["check", "--python", f"{student_file}:{target}", "--case", "2layer_bn"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"klayer: error: {err.split('klayer: error: ')[1]}" and err.count("\n") == 1
+    assert message in err
+
+
+def test_python_import_failures_exit_2(tmp_path, capsys):
+    (tmp_path / "broken.py").write_text("def f(:\n")
+    for spec in (f"{tmp_path / 'broken.py'}:f", f"{tmp_path / 'absent.py'}:f", "no_such_module_xyz:f", "no_colon"):
+        assert main(["check", "--python", spec, "--case", "2layer"]) == 2, spec
+        err = capsys.readouterr().err
+        assert err.startswith("klayer: error: ") and err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        main(["check", "--python", "x:f"])  # --case is required with --python
