@@ -29,8 +29,8 @@ MAX_BYTES = 2**31  # largest array or decompressed element we accept
 _MI = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8", 12: "i8", 13: "u8"}
 _MI_CHAR = {16: "u1", 17: "u2", 18: "u4", 4: "u2", 2: "u1"}  # utf8, utf16, utf32, uint16, uint8
 _MX = {6: "f8", 7: "f4", 8: "i1", 9: "u1", 10: "i2", 11: "u2", 12: "i4", 13: "u4", 14: "i8", 15: "u8"}
-_MX_NAMES = {1: "cell array", 2: "struct", 3: "object", 5: "sparse matrix", 16: "function handle", 17: "opaque"}
-_MI_MATRIX, _MI_COMPRESSED, _MX_CHAR = 14, 15, 4
+_MX_NAMES = {1: "cell array", 3: "object", 5: "sparse matrix", 16: "function handle", 17: "opaque"}
+_MI_MATRIX, _MI_COMPRESSED, _MX_CHAR, _MX_STRUCT = 14, 15, 4, 2
 
 
 class _Reader:
@@ -67,10 +67,10 @@ class _Reader:
             self.fail(f"{n} bytes is not a whole number of {dt} values")
         return np.frombuffer(buf, dt, n // dt.itemsize, start)
 
-    def matrix(self, buf: bytes, start: int, end: int) -> tuple[str, np.ndarray]:
+    def matrix(self, buf: bytes, start: int, end: int, depth: int = 0) -> tuple[str, np.ndarray | dict]:
         pos = start
         parts = []
-        while pos < end and len(parts) < 4:
+        while pos < end and len(parts) < 3:
             mtype, n, dstart, pos = self.tag(buf, pos)
             if dstart + n > end:
                 self.fail("an array's part runs past its element")
@@ -84,7 +84,14 @@ class _Reader:
         mx, complex_ = flags & 0xFF, bool(flags & 0x800)
         name = bytes(buf[ns : ns + nn]).decode("latin-1")
         if mx in _MX_NAMES:
-            self.fail(f"variable {name!r} is a {_MX_NAMES[mx]}; only numeric and char arrays are read")
+            self.fail(f"variable {name!r} is a {_MX_NAMES[mx]}; only numeric, char and struct arrays are read")
+        if mx == _MX_STRUCT:
+            return name, self.struct(buf, pos, end, name, dt_, dn, ds, depth)
+        if pos < end:
+            mtype, n, dstart, _ = self.tag(buf, pos)
+            if dstart + n > end:
+                self.fail("an array's part runs past its element")
+            parts.append((mtype, n, dstart))
         if complex_:
             self.fail(f"variable {name!r} is complex")
         if mx != _MX_CHAR and mx not in _MX:
@@ -111,6 +118,30 @@ class _Reader:
         if flags & 0x200:  # logical
             return name, values.reshape(shape, order="F").astype(bool)
         return name, values.astype(_MX[mx]).reshape(shape, order="F")
+
+    def struct(self, buf, pos, end, name, dt_, dn, ds, depth) -> dict:
+        """A 1 x 1 struct: field-name length, field names, then one array element per field."""
+        dims = self.numeric(buf, dt_, dn, ds, {5: "i4"})
+        if dims.tolist() != [1, 1]:
+            self.fail(f"variable {name!r} is a struct array of size {dims.tolist()}; only 1 x 1 structs are read")
+        if depth > 8:
+            self.fail(f"variable {name!r} nests structs too deeply")
+        lt, ln, ls, pos = self.tag(buf, pos)
+        nt, nn, ns, pos = self.tag(buf, pos)
+        if lt != 5 or ln != 4 or nt not in (1, 2) or ns + nn > end:
+            self.fail(f"variable {name!r}: malformed struct field names")
+        width = int(self.numeric(buf, lt, ln, ls, {5: "i4"})[0])
+        if width < 1 or nn % width:
+            self.fail(f"variable {name!r}: malformed struct field names")
+        raw = bytes(buf[ns : ns + nn])
+        fields = [raw[i : i + width].split(b"\0")[0].decode("latin-1") for i in range(0, nn, width)]
+        out = {}
+        for field in fields:
+            mtype, n, start, pos = self.tag(buf, pos)
+            if mtype != _MI_MATRIX or start + n > end:
+                self.fail(f"variable {name!r}: field {field!r} is not an array")
+            out[field] = self.matrix(buf, start, start + n, depth + 1)[1]
+        return out
 
     def elements(self, buf: bytes, depth: int = 0) -> dict:
         out = {}

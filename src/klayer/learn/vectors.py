@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import layers
+from ..data.matfile import read_mat
 from ..errors import DataError, KlayerError
 from ..network import NetworkConfig, forward
 from .cases import Case, case_inputs, get_case
@@ -334,9 +335,10 @@ def _flatten(d: dict, into: dict):
 
 
 def _from_mat(x):
-    """A MATLAB variable as read by scipy (shapes kept): a string, an array, or a struct's fields."""
-    if isinstance(x, np.ndarray) and x.dtype.names and x.size == 1:
-        return {name: _from_mat(x.flat[0][name]) for name in x.dtype.names}
+    """A MATLAB variable as read by :func:`klayer.data.matfile.read_mat` (shapes kept): a string,
+    an array, or a struct's fields."""
+    if isinstance(x, dict):
+        return {name: _from_mat(v) for name, v in x.items()}
     if isinstance(x, np.ndarray) and x.dtype.kind == "U":
         return "".join(x.ravel().tolist())
     return x
@@ -359,14 +361,12 @@ def read_values(path) -> dict:
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 return {name: z[name] for name in z.files}
-        if suffix == ".mat":
-            import scipy.io
-
-            d = scipy.io.loadmat(path)
-            return _flatten({k: _from_mat(x) for k, x in d.items() if not k.startswith("__")}, {})
+        if suffix == ".mat":  # klayer's strict reader: a corrupt file cannot crash the process
+            d = read_mat(path.read_bytes(), path)
+            return _flatten({k: _from_mat(x) for k, x in d.items()}, {})
         doc = json.loads(path.read_text())
-    except NotImplementedError:  # scipy: MATLAB v7.3 is HDF5
-        raise DataError(path, "MATLAB v7.3 files are not supported; save with save(..., '-v7')") from None
+    except DataError:
+        raise
     except Exception as e:  # numpy, scipy and json raise many kinds of errors on bad files
         raise DataError(path, f"cannot read as {suffix} ({type(e).__name__}: {e})") from None
     if not isinstance(doc, dict):
