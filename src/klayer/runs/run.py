@@ -1,0 +1,200 @@
+"""Training an experiment into a run folder: data, trainer, persistence wired together."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from threadpoolctl import threadpool_limits
+
+from ..config import ExperimentConfig
+from ..data.prepare import Dataset, load_dataset
+from ..diagnostics import DiagnosticsRecorder
+from ..errors import KlayerError, OutputError
+from ..io import atomic_write, ensure_dir, read_json
+from ..network import Network
+from ..training.loop import Trainer
+from .checkpoint import checkpoint_files, read_checkpoint, remove_checkpoints, restore
+from .folder import Checkpointer, RunFolder, SnapshotWriter, run_results
+from .history import read_history
+from .model import load_model
+
+__all__ = ["TrainResult", "train", "train_lockstep", "run_status", "OUTPUTS"]
+
+# every file a run may write, removed when a run is started over
+OUTPUTS = (
+    "snapshots",
+    "results.json",
+    "model.safetensors",
+    "history.csv",
+    "diagnostics.csv",
+    "diagnostics.png",
+    "cost.png",
+    "loss.png",
+    "accuracy.png",
+)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the trained network, its history rows and its results."""
+
+    network: Network
+    history: list[dict]
+    results: dict
+    run_dir: Path | None = None
+    finished_before: bool = False  # True when ``resume`` found the run already finished
+
+
+def run_status(folder) -> str:
+    """``"empty"``, ``"unfinished"``, ``"complete"`` or ``"diverged"``."""
+    folder = Path(folder)
+    res = read_json(folder / "results.json")
+    if res and res.get("status") in ("complete", "diverged"):
+        if res["status"] == "complete" and not (folder / "model.safetensors").is_file():
+            return "unfinished"
+        return res["status"]
+    if checkpoint_files(folder) or (folder / "config.toml").exists():
+        return "unfinished"
+    return "empty"
+
+
+def _remove_outputs(folder: Path) -> None:
+    for name in OUTPUTS:
+        p = folder / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+    remove_checkpoints(folder)
+
+
+def _warn(message: str) -> None:
+    print(f"klayer: warning: {message}", file=sys.stderr)
+
+
+def _prepare_folder(out: Path, config: ExperimentConfig, resume: bool, retrain: bool) -> str:
+    toml = config.to_toml()
+    status = run_status(out)
+    if resume and not retrain:
+        if status == "empty":  # nothing was saved yet (or a fault came first): start from the beginning
+            return status
+        if not (out / "config.toml").is_file():
+            raise KlayerError(f"{out}: nothing to resume (a checkpoint but no config.toml)")
+        if (out / "config.toml").read_text() != toml:
+            raise KlayerError(f"{out}: config differs from the run being resumed")
+    elif retrain:
+        _remove_outputs(out)
+        status = "empty"
+    elif status != "empty":
+        raise KlayerError(
+            f"{out} already holds a run; use --resume to continue it, --retrain to start it over, "
+            "or --out for a new folder"
+        )
+    return status
+
+
+def train(
+    config: ExperimentConfig,
+    data: Dataset | None = None,
+    out=None,
+    resume: bool = False,
+    data_root=None,
+    progress: bool | None = None,
+    retrain: bool = False,
+    log=_warn,
+) -> TrainResult:
+    """Train one network as ``config`` says and, with ``out``, write its run folder.
+
+    Parameters
+    ----------
+    config : the experiment.
+    data : a Dataset (default: loaded as ``config.data`` says, from ``data_root``).
+    out : run folder (None: nothing is written, no checkpoints).
+    resume : continue the run in ``out`` from its newest good checkpoint (the config must be the
+        same). A finished run is left as it is and returned (``finished_before``).
+    retrain : start the run in ``out`` over, replacing what it holds.
+    log : called with a one-line message when a corrupt checkpoint is skipped.
+
+    Raises
+    ------
+    DivergenceError
+        The cost became NaN or infinite; the last checkpoint stays, no model is written.
+    OutputError
+        A file could not be written; what was written before is intact and ``resume`` continues.
+    """
+    t_wall = time.perf_counter()
+    tc = config.train
+    status = "empty"
+    if out is not None:
+        out = Path(out)
+        status = _prepare_folder(out, config, resume, retrain)
+        if status == "complete":
+            saved = load_model(out / "model.safetensors")
+            return TrainResult(
+                saved.network, read_history(out / "history.csv"), read_json(out / "results.json"), out, True
+            )
+    with threadpool_limits(limits=tc.blas_threads, user_api="blas"):
+        if data is None:
+            data = load_dataset(config.data, data_root, dtype=tc.dtype, progress=progress)
+        recorder = DiagnosticsRecorder() if tc.diagnostics else None
+        callbacks = [recorder] if recorder else []
+        folder = None
+        if out is not None:
+            snapshots = SnapshotWriter(out, 0) if tc.snapshots else None
+            folder = RunFolder(out, 0, t_wall, recorder, snapshots)
+            callbacks += [snapshots] if snapshots else []
+            callbacks += [Checkpointer(out, tc.checkpoint_every), folder]
+        trainer = Trainer([config], data, callbacks)
+        if out is not None:
+            if resume and status != "empty":
+                found = read_checkpoint(out, log)
+                if found is not None:
+                    restore(trainer, *found)
+            ensure_dir(out)
+            atomic_write(out / "config.toml", config.to_toml())
+            for stale in ("results.json", "model.safetensors"):
+                try:
+                    (out / stale).unlink(missing_ok=True)
+                except OSError as e:
+                    raise OutputError(out / stale, e) from None
+        trainer.run(progress=progress, desc=config.name)
+        res = folder.results if folder is not None else run_results(trainer, 0, time.perf_counter() - t_wall)
+    return TrainResult(trainer.network(0), trainer.history[0], res, out)
+
+
+def train_lockstep(
+    configs: list[ExperimentConfig],
+    data: Dataset,
+    outs=None,
+    progress: bool | None = None,
+    blas_threads: int | None = None,
+) -> list[dict]:
+    """Train K networks in lockstep on the same mini-batches; write one run folder each.
+
+    Returns
+    -------
+    The K results dicts (``status`` is ``"diverged"`` for a network whose cost blew up; the
+    others are unaffected).
+    """
+    t_wall = time.perf_counter()
+    threads = blas_threads or configs[0].train.blas_threads
+    with threadpool_limits(limits=threads, user_api="blas"):
+        recorder = DiagnosticsRecorder() if configs[0].train.diagnostics else None
+        folders = []
+        if outs is not None:
+            for i, cfg in enumerate(configs):
+                d = Path(outs[i])
+                _remove_outputs(d)  # an unfinished run of a sweep is retrained from the start
+                atomic_write(d / "config.toml", cfg.to_toml())
+                snapshots = SnapshotWriter(d, i) if cfg.train.snapshots else None
+                folders += [snapshots] if snapshots else []
+                folders.append(RunFolder(d, i, t_wall, recorder, snapshots))
+        trainer = Trainer(configs, data, ([recorder] if recorder else []) + folders)
+        trainer.run(progress=progress, desc=f"{len(configs)} networks")
+        if outs is not None:
+            return [f.results for f in folders if isinstance(f, RunFolder)]
+        return [run_results(trainer, i, time.perf_counter() - t_wall) for i in range(len(configs))]
