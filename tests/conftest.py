@@ -5,9 +5,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
+
+# The file-reader fuzzers' profile: at least 2000 examples per loader, every run (CI included).
+# Tests opt in with @settings(settings.get_profile("ci")); KLAYER_FUZZ_EXAMPLES raises the count.
+settings.register_profile(
+    "ci",
+    max_examples=max(2000, int(os.environ.get("KLAYER_FUZZ_EXAMPLES", "2000"))),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def cifar_root():

@@ -1,4 +1,4 @@
-"""Training: schedules, lockstep, run folders, checkpoints and resume, divergence, configs, CLI."""
+"""Training: schedules, lockstep, run folders, checkpoints and resume, divergence, CLI (configs: test_config.py)."""
 
 import json
 import os
@@ -13,13 +13,13 @@ from safetensors.numpy import load_file
 
 from klayer import load_model
 from klayer.cli import main
-from klayer.config import ExperimentConfig, ModelConfig, TrainConfig, load_experiment, parse_override
+from klayer.config import ExperimentConfig, ModelConfig, TrainConfig, load_experiment
 from klayer.errors import ConfigError, DivergenceError
 from klayer.io import atomic_write
 from klayer.runs import read_history, train, train_lockstep
 from klayer.training import Trainer, cyclic_eta, decay_eta
 
-from .conftest import ROOT, tiny_dataset, write_idx_data
+from .conftest import tiny_dataset, write_idx_data
 
 
 # -- schedules -----------------------------------------------------------------------------------
@@ -50,67 +50,6 @@ def test_decay_schedule():
     assert decay_eta(9, 0.1, 0.5, 10) == 0.1
     assert decay_eta(10, 0.1, 0.5, 10) == 0.05
     assert decay_eta(35, 0.1, 0.5, 10) == pytest.approx(0.0125)
-
-
-# -- configs -------------------------------------------------------------------------------------
-def test_every_experiment_file_loads():
-    files = [f for f in sorted((ROOT / "experiments").glob("*.toml")) if "[study]" not in f.read_text()]
-    names = {f.stem for f in files}
-    assert {"a2_2layer", "a3_3layer", "a3_3layer_bn", "a3_9layer", "a3_9layer_bn"} <= names
-    for f in files:
-        cfg = load_experiment(f)
-        assert cfg.name == f.stem
-    bn = load_experiment(ROOT / "experiments/a3_3layer_bn.toml")
-    assert bn.model.hidden == (50, 50) and bn.model.batch_norm
-    assert (bn.train.lam, bn.train.n_s, bn.train.n_cycles, bn.train.batch_size) == (0.005, 2250, 2, 100)
-    assert (bn.train.eta_min, bn.train.eta_max, bn.data.n_val) == (1e-5, 1e-1, 5000)
-
-
-def test_overrides_are_type_checked():
-    path = ROOT / "experiments/a3_3layer_bn.toml"
-    cfg = load_experiment(
-        path,
-        [
-            "train.lam=0.01",
-            "model.hidden=[20, 10]",
-            "train.n_s=100",
-            "model.batch_norm=false",
-            "data.path=/x",
-            "train.shuffle_seed=3",
-        ],
-    )
-    assert cfg.train.lam == 0.01 and cfg.model.hidden == (20, 10) and cfg.train.n_s == 100
-    assert cfg.model.batch_norm is False and cfg.data.path == "/x" and cfg.train.shuffle_seed == 3
-    assert load_experiment(path, ["train.lam=1"]).train.lam == 1.0  # int accepted as float
-    bad = {
-        "train.lamda=0.1": "unknown key train.lamda",
-        "training.lam=0.1": "unknown section 'training'",
-        "train.n_s=abc": "train.n_s: expected an integer",
-        "train.n_s=2.5": "train.n_s: expected an integer",
-        "train.lam=true": "train.lam: expected a number",
-        "model.batch_norm=1": "model.batch_norm: expected true or false",
-        "model.hidden=[1, 'a']": "model.hidden: expected an integer",
-        "train.schedule='triangle'": "train.schedule must be one of",
-        "train.batch_size=0": "train.batch_size must be at least 1",
-        "lam=0.1": "must look like section.key",
-        "train.lam": "must look like section.key=value",
-    }
-    for text, msg in bad.items():
-        with pytest.raises(ConfigError, match=msg):
-            load_experiment(path, [text])
-
-
-def test_config_round_trips_through_toml(tmp_path):
-    cfg = load_experiment(ROOT / "experiments/a3_9layer_bn.toml", ["train.shuffle_seed=4"])
-    (tmp_path / "c.toml").write_text(cfg.to_toml())
-    assert load_experiment(tmp_path / "c.toml") == cfg
-
-
-def test_unknown_top_level_key(tmp_path):
-    (tmp_path / "e.toml").write_text('name = "e"\n[modle]\nhidden = [5]\n')
-    with pytest.raises(ConfigError, match="unknown key 'modle'"):
-        load_experiment(tmp_path / "e.toml")
-    assert parse_override("train.eta=1e-3") == ("train", "eta", 1e-3)
 
 
 # -- training on small synthetic data --------------------------------------------------------
@@ -359,7 +298,7 @@ def test_cli_exit_codes(tmp_path, idx_experiment, capsys):
     exp, data = idx_experiment
     assert main(["train", str(exp), "--data", str(data), "--set", "train.lamda=1", "--out", str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("klayer: error: unknown key train.lamda") and err.count("\n") == 1
+    assert err.startswith(f"klayer: error: {exp}: unknown key train.lamda") and err.count("\n") == 1
     assert main(["train", str(tmp_path / "missing.toml")]) == 1
     assert "experiment file not found" in capsys.readouterr().err
     assert main(["train", str(exp), "--data", str(tmp_path / "nodata"), "--out", str(tmp_path / "y")]) == 1

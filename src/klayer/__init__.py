@@ -3,7 +3,7 @@ gradient descent with cyclical learning rates, on NumPy with analytic gradients.
 
 __version__ = "0.1.0"
 
-from .config import ExperimentConfig, ModelConfig, TrainConfig, load_experiment  # noqa: E402
+from .config import AugmentConfig, ExperimentConfig, ModelConfig, TrainConfig, load_experiment  # noqa: E402
 from .data import DataConfig, Dataset, load_cifar10, load_dataset, prepare  # noqa: E402
 from .errors import ConfigError, DataError, DivergenceError, KlayerError  # noqa: E402
 from .gradcheck import check_gradients  # noqa: E402
@@ -21,6 +21,7 @@ __all__ = [
     "ExperimentConfig",
     "ModelConfig",
     "TrainConfig",
+    "AugmentConfig",
     "load_experiment",
     "DataConfig",
     "Dataset",

@@ -13,6 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .cliargs import (
+    UsageError,
+    hidden_sizes,
+    int_range,
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+)
 from .errors import KlayerError, one_line
 
 __all__ = ["main"]
@@ -160,6 +169,10 @@ def cmd_sanity(args) -> int:
     from .data.prepare import DataConfig, load_dataset
     from .sanity import overfit
 
+    if args.batch_norm and args.batch_size < 2:
+        raise UsageError(f"--batch-norm needs --batch-size >= 2, got {args.batch_size}")
+    if args.batch_size > args.n:
+        raise UsageError(f"--batch-size {args.batch_size} exceeds --n {args.n}")
     ds = load_dataset(DataConfig(download=not args.no_download), _data_root(args), dtype="float64")
     rows = overfit(
         ds,
@@ -217,10 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data_arg(t)
     t.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/<name>)")
-    t.add_argument("--seed", type=int)
+    t.add_argument("--seed", type=nonneg_int, metavar="N", help="train.seed (>= 0)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--retrain", action="store_true", help="start the run in --out over, replacing what it holds")
-    t.add_argument("--blas-threads", type=int, metavar="N", help="BLAS threads (default 1)")
+    t.add_argument("--blas-threads", type=positive_int, metavar="N", help="BLAS threads (default 1)")
     t.add_argument("--no-download", action="store_true", help="fail instead of downloading CIFAR-10")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
@@ -228,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="evaluate a saved model on a split")
     e.add_argument("model", help="run folder or model.safetensors")
     e.add_argument("--split", choices=("train", "val", "test"), default="test")
-    e.add_argument("--lam", type=float, default=0.0, help="lam for the reported cost")
+    e.add_argument("--lam", type=nonneg_float, default=0.0, help="lam for the reported cost (>= 0)")
     e.add_argument("--json", action="store_true")
     data_arg(e)
     e.set_defaults(func=cmd_evaluate)
@@ -237,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("model", help="run folder or model.safetensors")
     pr.add_argument("rows", help=".npy array (N, d) of raw features, e.g. CIFAR pixels 0..255")
     pr.add_argument("--out", metavar="PROBS.npy", help="save the (N, C) probabilities")
-    pr.add_argument("--show", type=int, default=20, help="rows to print")
+    pr.add_argument("--show", type=nonneg_int, default=20, metavar="N", help="rows to print (default 20)")
     pr.set_defaults(func=cmd_predict)
 
     g = sub.add_parser("gradcheck", help="analytic against numerical gradients, as a table")
@@ -266,15 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_gradcheck)
 
     s = sub.add_parser("sanity", help="overfit 100 training images; the loss must approach 0")
-    s.add_argument("--hidden", type=_hidden, default=(50,))
+    s.add_argument("--hidden", type=hidden_sizes, default=(50,), help="hidden widths, e.g. 50,50 (default 50)")
     s.add_argument("--batch-norm", action="store_true")
-    s.add_argument("--n", type=int, default=100)
-    s.add_argument("--epochs", type=int, default=200)
-    s.add_argument("--eta", type=float, default=0.01)
-    s.add_argument("--batch-size", type=int, default=10)
-    s.add_argument("--lam", type=float, default=0.0)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--target", type=float, default=0.01, help="final loss must be below this")
+    s.add_argument("--n", type=int_range(2), default=100, help="training images to overfit (>= 2; default 100)")
+    s.add_argument("--epochs", type=positive_int, default=200)
+    s.add_argument("--eta", type=positive_float, default=0.01)
+    s.add_argument("--batch-size", type=positive_int, default=10, help="(>= 2 with --batch-norm; default 10)")
+    s.add_argument("--lam", type=nonneg_float, default=0.0)
+    s.add_argument("--seed", type=nonneg_int, default=0)
+    s.add_argument("--target", type=positive_float, default=0.01, help="final loss must be below this")
     s.add_argument("--out", metavar="DIR", help="write sanity_loss.png here")
     s.add_argument("--no-download", action="store_true")
     data_arg(s)

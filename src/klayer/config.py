@@ -1,7 +1,8 @@
-"""Experiment configuration: one TOML file per experiment, ``--set section.key=value`` overrides.
+"""Experiment and study files: one typed schema, validated before any data is loaded.
 
-An experiment file has a ``name``, an optional ``description`` and three tables, whose keys are
-the fields of :class:`ModelConfig`, :class:`~klayer.data.DataConfig` and :class:`TrainConfig`::
+An experiment file has a ``name``, an optional ``description`` and four tables, whose keys are
+the fields of :class:`ModelConfig`, :class:`~klayer.data.DataConfig`, :class:`TrainConfig` and
+:class:`AugmentConfig` (every key has a default)::
 
     name = "a3_3layer_bn"
     [model]
@@ -15,38 +16,112 @@ the fields of :class:`ModelConfig`, :class:`~klayer.data.DataConfig` and :class:
     n_s = 2250
     n_cycles = 2
 
-Unknown keys and values of the wrong type are errors that name the key.
+``--set section.key=value`` overrides a key (the value is read as TOML). A config field, a TOML
+key and an override key are the same name.
+
+Every value is checked for its type and range, and a few rules tie keys together
+(``eta_min <= eta_max``, ``nesterov`` only with SGD momentum, ...). An error is one line naming
+the file and the dotted key: ``experiments/x.toml: train.lam must be >= 0, got -0.1``; an unknown
+key gets the nearest valid one suggested. Types follow :mod:`klayer.schema`: booleans are never
+numbers, integers are accepted for numbers, integral numbers (``1e3``) for integers, and NaN and
+infinities never.
+
+A *study* file (:func:`study_from_dict`; see :mod:`klayer.suite`) has a ``[study]`` table whose
+``kind`` selects its schema (:class:`GradcheckStudy`, :class:`SanityStudy`, :class:`RunsStudy`,
+:class:`SearchStudy`, :class:`GridStudy`) and an optional ``[quick]`` table that overrides any of
+its keys for ``--quick`` (``set`` entries are appended).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
-import types
-import typing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import tomli_w
+from pydantic import AfterValidator, Field, TypeAdapter, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from .data.prepare import DataConfig
 from .errors import ConfigError
 from .network import NetworkConfig
+from .schema import MAX_WIDTH, Bool, Float, Int, Str, Text, dotted, fail, keys_of, message, schema, show, suggest
 
-__all__ = ["ModelConfig", "TrainConfig", "ExperimentConfig", "load_experiment", "parse_override", "read_toml"]
+__all__ = [
+    "ModelConfig",
+    "TrainConfig",
+    "AugmentConfig",
+    "ExperimentConfig",
+    "from_dict",
+    "load_experiment",
+    "parse_override",
+    "read_toml",
+    "experiment_keys",
+    "study_from_dict",
+    "GradcheckStudy",
+    "SanityStudy",
+    "RunsStudy",
+    "SearchStudy",
+    "GridStudy",
+    "SCHEDULES",
+    "CYCLIC_SCHEDULES",
+    "OPTIMIZERS",
+    "GRADCHECK_HIDDEN",
+]
 
-SCHEDULES = ("cyclic", "constant", "decay")
+SCHEDULES = ("cyclic", "triangular2", "exp_range", "constant", "decay", "one_cycle", "cosine")
+CYCLIC_SCHEDULES = ("cyclic", "triangular2", "exp_range")
+"""Schedules that run ``2 * n_s * n_cycles`` updates; the others run ``n_epochs`` epochs."""
+OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
-@dataclass(frozen=True)
+def _plain_name(v: str) -> str:
+    if "/" in v or "\\" in v or v in (".", ".."):
+        raise PydanticCustomError(
+            "klayer_value", "{text}", {"text": f"must be a plain name (no / or \\), got {show(v)}"}
+        )
+    if len(v.encode()) > 200:
+        raise PydanticCustomError(
+            "klayer_value", "{text}", {"text": "must be at most 200 bytes long (it names a folder)"}
+        )
+    return v
+
+
+Name = Annotated[Text, Field(min_length=1), AfterValidator(_plain_name)]
+"""A non-empty name that is also a folder name (``runs/<name>``)."""
+Width = Annotated[Int, Field(ge=1, le=MAX_WIDTH)]
+Fraction = Annotated[Float, Field(ge=0, lt=1)]  # [0, 1)
+NonNegative = Annotated[Float, Field(ge=0)]
+Positive = Annotated[Float, Field(gt=0)]
+Count = Annotated[Int, Field(ge=1)]
+NonNegInt = Annotated[Int, Field(ge=0)]
+
+
+@schema("model")
 class ModelConfig:
-    """Architecture; input size and class count come from the data. See :class:`NetworkConfig`."""
+    """Architecture: the ``[model]`` table. Input size and class count come from the data; see
+    :class:`~klayer.network.NetworkConfig`.
 
-    hidden: tuple[int, ...] = (50, 50)
-    batch_norm: bool = False
-    init: str = "he"
-    sigma: float = 1e-1
-    eps: float = 1e-10
+    Attributes
+    ----------
+    hidden : widths of the hidden layers, each in ``[1, 2**20]`` (empty: a linear classifier).
+    batch_norm : batch normalization before every hidden ReLU (needs ``train.batch_size >= 2``).
+    init : ``"he"``, ``"xavier"`` or ``"normal"`` (``N(0, sigma**2)``).
+    sigma : > 0, the standard deviation of ``init = "normal"``.
+    eps : > 0, added to the batch variance.
+    dropout : in ``[0, 1)``, inverted dropout on every hidden layer's output, in training only
+        (0 disables it).
+    input_dropout : in ``[0, 1)``, the same on the input features.
+    """
+
+    hidden: tuple[Width, ...] = (50, 50)
+    batch_norm: Bool = False
+    init: Literal["he", "xavier", "normal"] = "he"
+    sigma: Positive = 1e-1
+    eps: Positive = 1e-10
+    dropout: Fraction = 0.0
+    input_dropout: Fraction = 0.0
 
     def network_config(self, input_size: int, n_classes: int, dtype: str) -> NetworkConfig:
         return NetworkConfig(
@@ -58,240 +133,252 @@ class ModelConfig:
             self.sigma,
             self.eps,
             dtype,
+            self.dropout,
+            self.input_dropout,
         )
 
 
-@dataclass(frozen=True)
+@schema("train")
 class TrainConfig:
-    """Mini-batch gradient descent.
+    """Mini-batch training: the ``[train]`` table.
 
     Attributes
     ----------
-    lam : L2 penalty ``lam * sum ||W||^2``.
-    batch_size : images per update; each epoch reshuffles and takes ``N // batch_size`` contiguous
-        batches (the remainder is left out of that epoch).
-    schedule : ``"cyclic"`` (triangular, ``eta_min..eta_max``, step ``n_s``, ``n_cycles`` cycles),
-        ``"constant"`` (``eta`` for ``n_epochs``) or ``"decay"`` (``eta * decay**epoch``).
-    evals_per_cycle : evaluations per cycle (per epoch for constant/decay schedules), plus one at
-        step 0.
-    eval_train_subset : evaluate the training cost on this many fixed random training images
-        (0: all of them).
-    momentum : heavy-ball momentum (0 disables it).
-    bn_alpha : running averages ``mu_av = bn_alpha * mu_av + (1 - bn_alpha) * mu``.
-    seed : initialization and shuffling; ``shuffle_seed`` overrides the shuffling's seed
-        (networks trained in lockstep share it).
+    lam : >= 0, the L2 penalty ``lam * sum ||W||^2``.
+    batch_size : >= 1, images per update; each epoch reshuffles and takes ``N // batch_size``
+        contiguous batches (the remainder is left out of that epoch).
+    schedule : the learning rate, a function of the update step ``t``:
+        ``"cyclic"`` (triangular between ``eta_min`` and ``eta_max``, half-cycle ``n_s`` updates),
+        ``"triangular2"`` (the same, the amplitude halved every cycle), ``"exp_range"`` (the
+        amplitude times ``exp_gamma**t``), ``"constant"`` (``eta``), ``"decay"``
+        (``eta * decay**epoch``), ``"one_cycle"`` (up from ``eta_min`` to ``eta_max`` over the
+        ``warmup`` fraction of the updates, then down) or ``"cosine"`` (cosine annealing from
+        ``eta_max`` to ``eta_min``, after a linear ``warmup``). The cyclic family (cyclic,
+        triangular2, exp_range) runs ``2 * n_s * n_cycles`` updates, the others ``n_epochs``
+        epochs.
+    eta_min, eta_max : ``0 <= eta_min <= eta_max``, ``eta_max > 0``.
+    n_s : >= 1, updates per half cycle; n_cycles : >= 1.
+    eta : > 0, the rate of the constant and decay schedules; decay : in ``(0, 1]``, per epoch.
+    n_epochs : >= 1, epochs of the non-cyclic schedules.
+    exp_gamma : in ``(0, 1]``, exp_range's amplitude factor per update (1: none; exp_range only).
+    warmup : in ``[0, 1)``, the fraction of all updates spent warming up (cosine and one_cycle
+        only; for one_cycle, its rising part).
+    optimizer : ``"sgd"``, ``"adam"`` or ``"adamw"``.
+    momentum : in ``[0, 1)``, SGD's heavy-ball momentum (0 disables it).
+    nesterov : Nesterov momentum (SGD with ``momentum > 0`` only).
+    beta1, beta2 : in ``[0, 1)``, Adam's moment decay rates; adam_eps : > 0.
+    weight_decay : >= 0, AdamW's decoupled weight decay (adamw only; ``lam`` is the L2 penalty).
+    label_smoothing : in ``[0, 1)``, the weight of the uniform distribution mixed into the
+        one-hot targets.
+    bn_alpha : in ``[0, 1)``, running averages ``mu_av = bn_alpha * mu_av + (1 - bn_alpha) * mu``.
+    evals_per_cycle : >= 1, evaluations per cycle (per epoch for the non-cyclic schedules), plus
+        one at step 0.
+    eval_train_subset : >= 0, evaluate the training cost on this many fixed random training
+        images (0: all of them).
+    seed : in ``[0, 2**63)``, initialization and shuffling; ``shuffle_seed`` (None or in
+        ``[0, 2**63)``) overrides the shuffling's seed (networks trained in lockstep share it).
     dtype : ``"float32"`` (fast) or ``"float64"``.
-    checkpoint_every : updates between checkpoints (0: only at the end and on Ctrl-C).
-    blas_threads : BLAS threads of this training process.
+    checkpoint_every : >= 0, updates between checkpoints (0: only at the end and on Ctrl-C).
+    snapshots : also save a model at the end of every cycle.
+    blas_threads : >= 1, BLAS threads of this training process.
     diagnostics : record per-layer activation and gradient statistics at every evaluation, on a
         fixed batch of 500 training images (see :mod:`klayer.diagnostics`).
     """
 
-    lam: float = 0.0
-    batch_size: int = 100
-    schedule: str = "cyclic"
-    eta_min: float = 1e-5
-    eta_max: float = 1e-1
-    n_s: int = 500
-    n_cycles: int = 1
-    eta: float = 0.01
-    decay: float = 1.0
-    n_epochs: int = 10
-    momentum: float = 0.0
-    bn_alpha: float = 0.9
-    evals_per_cycle: int = 10
-    eval_train_subset: int = 0
-    seed: int = 0
-    shuffle_seed: int | None = None
-    dtype: str = "float32"
-    checkpoint_every: int = 1000
-    blas_threads: int = 1
-    diagnostics: bool = False
+    lam: NonNegative = 0.0
+    batch_size: Count = 100
+    schedule: Literal["cyclic", "triangular2", "exp_range", "constant", "decay", "one_cycle", "cosine"] = "cyclic"
+    eta_min: NonNegative = 1e-5
+    eta_max: Positive = 1e-1
+    n_s: Count = 500
+    n_cycles: Count = 1
+    eta: Positive = 0.01
+    decay: Annotated[Float, Field(gt=0, le=1)] = 1.0
+    n_epochs: Count = 10
+    exp_gamma: Annotated[Float, Field(gt=0, le=1)] = 1.0
+    warmup: Fraction = 0.0
+    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    momentum: Fraction = 0.0
+    nesterov: Bool = False
+    beta1: Fraction = 0.9
+    beta2: Fraction = 0.999
+    adam_eps: Positive = 1e-8
+    weight_decay: NonNegative = 0.0
+    label_smoothing: Fraction = 0.0
+    bn_alpha: Fraction = 0.9
+    evals_per_cycle: Count = 10
+    eval_train_subset: NonNegInt = 0
+    seed: NonNegInt = 0
+    shuffle_seed: NonNegInt | None = None
+    dtype: Literal["float32", "float64"] = "float32"
+    checkpoint_every: NonNegInt = 1000
+    snapshots: Bool = False
+    blas_threads: Count = 1
+    diagnostics: Bool = False
 
-    def __post_init__(self):
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        positive = ("batch_size", "n_s", "n_cycles", "n_epochs", "evals_per_cycle", "blas_threads")
-        for key in positive:
-            if getattr(self, key) < 1:
-                raise ConfigError(f"train.{key} must be at least 1, got {getattr(self, key)}")
-        for key in (
-            "lam",
-            "eta_min",
-            "eta_max",
-            "eta",
-            "decay",
-            "momentum",
-            "eval_train_subset",
-            "checkpoint_every",
-        ):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"train.{key} must not be negative, got {getattr(self, key)}")
-        if not 0 <= self.bn_alpha <= 1 or self.momentum >= 1:
-            raise ConfigError("train.bn_alpha must be in [0, 1] and train.momentum below 1")
-        if self.dtype not in ("float32", "float64"):
-            raise ConfigError(f"train.dtype must be float32 or float64, got {self.dtype!r}")
+    @model_validator(mode="after")
+    def _cross(self):
+        if self.eta_min > self.eta_max:
+            fail(f"`eta_min` ({self.eta_min}) must not exceed `eta_max` ({self.eta_max})")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            fail(
+                f"`nesterov` = true needs `optimizer` = 'sgd' and `momentum` > 0 "
+                f"(got {self.optimizer!r} and {self.momentum})"
+            )
+        if self.weight_decay and self.optimizer != "adamw":
+            fail(
+                f"`weight_decay` applies to `optimizer` = 'adamw' only, got {self.optimizer!r} "
+                "(`lam` is the L2 penalty)"
+            )
+        if self.warmup and self.schedule not in ("cosine", "one_cycle"):
+            fail(f"`warmup` applies to the cosine and one_cycle schedules only, got `schedule` = {self.schedule!r}")
+        if self.exp_gamma != 1 and self.schedule != "exp_range":
+            fail(f"`exp_gamma` applies to the exp_range schedule only, got `schedule` = {self.schedule!r}")
+        return self
 
     @property
     def data_seed(self) -> int:
         return self.seed if self.shuffle_seed is None else self.shuffle_seed
 
+    @property
+    def cyclic(self) -> bool:
+        """True for the schedules that run ``2 * n_s * n_cycles`` updates."""
+        return self.schedule in CYCLIC_SCHEDULES
 
-@dataclass(frozen=True)
+
+@schema("augment")
+class AugmentConfig:
+    """Training-time data augmentation of image rows: the ``[augment]`` table (all off by default).
+
+    Attributes
+    ----------
+    flip : random horizontal flip with probability 1/2.
+    translate : in ``[0, 16]``, random shift by up to this many pixels in each direction.
+    padding : what a shift brings in: ``"zero"``, ``"reflect"`` or ``"edge"``.
+    crop_scale : in ``(0, 1]``, random-resized crop's minimum area fraction (1 disables it).
+    jitter : in ``[0, 1]``, colour jitter strength (0 disables it).
+    """
+
+    flip: Bool = False
+    translate: Annotated[Int, Field(ge=0, le=16)] = 0
+    padding: Literal["zero", "reflect", "edge"] = "zero"
+    crop_scale: Annotated[Float, Field(gt=0, le=1)] = 1.0
+    jitter: Annotated[Float, Field(ge=0, le=1)] = 0.0
+
+
+@schema()
 class ExperimentConfig:
-    """A whole experiment: name, model, data and training settings."""
+    """A whole experiment: name, description, model, data, training and augmentation settings."""
 
-    name: str = "experiment"
-    description: str = ""
+    name: Name = "experiment"
+    description: Str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    @model_validator(mode="after")
+    def _cross(self):
+        if self.model.batch_norm and self.train.batch_size < 2:
+            fail(f"`model.batch_norm` = true needs `train.batch_size` >= 2, got {self.train.batch_size}")
+        return self
 
     def to_dict(self) -> dict:
+        """The config as a TOML-shaped dict (keys whose value is None left out: TOML has no null)."""
         d = asdict(self)
-        d["model"]["hidden"] = list(self.model.hidden)
-        # TOML has no null: leave out keys whose value is None
-        for section in ("model", "data", "train"):
-            d[section] = {k: v for k, v in d[section].items() if v is not None}
+        for section in _SECTIONS:
+            d[section] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in d[section].items() if v is not None}
         return d
 
     def to_toml(self) -> str:
         return tomli_w.dumps(self.to_dict())
 
     def replace(self, **sections) -> ExperimentConfig:
-        """A copy with ``section={key: value}`` changes, type-checked."""
-        return from_dict(_merge(self.to_dict(), sections), "replace")
+        """A copy with ``section={key: value}`` (or ``name=...``) changes, type-checked."""
+        return from_dict(_merge(self.to_dict(), sections))
 
 
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "augment": AugmentConfig}
+_EXPERIMENT = TypeAdapter(ExperimentConfig)
+
+
+def experiment_keys() -> list[str]:
+    """Every dotted key of an experiment (``model.hidden``, ..., ``augment.jitter``)."""
+    return [f"{s}.{k}" for s, cls in _SECTIONS.items() for k in keys_of(cls)]
 
 
 def _merge(base: dict, changes: dict) -> dict:
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
     for k, v in changes.items():
-        if isinstance(v, dict):
-            out.setdefault(k, {}).update(v)
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k].update(v)
         else:
             out[k] = v
     return out
 
 
-def _coerce(value, tp, key: str):
-    """``value`` as type ``tp`` (int, float, bool, str, tuple[int, ...], X | None) or ConfigError."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
-            if value == ["none"] or value == ["None"]:
-                value = []
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list of integers, got {value!r}")
-        return tuple(_coerce(v, int, key) for v in value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover
+def _where(source) -> str:
+    return f"{source}: " if source else ""
 
 
-def _section(cls, values: dict, prefix: str):
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(f"unknown key {prefix}.{unknown[0]} (known: {', '.join(sorted(names))})")
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}") for k, v in values.items()}
+def from_dict(d: dict, source=None) -> ExperimentConfig:
+    """An ExperimentConfig from a TOML-shaped dict. A missing name is ``source``'s stem; errors
+    are ConfigErrors naming ``source`` (a file name, when there is one) and the key."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{_where(source)}expected a table of experiment settings, got {show(d)}")
+    if "name" not in d:
+        d = {**d, "name": Path(str(source)).stem if source else "experiment"}
     try:
-        return cls(**kwargs)
-    except TypeError as e:  # pragma: no cover
-        raise ConfigError(f"{prefix}: {e}") from None
-
-
-def from_dict(d: dict, source: str = "config") -> ExperimentConfig:
-    """An ExperimentConfig from a TOML-shaped dict; errors name the offending key."""
-    top = {"name", "description", *_SECTIONS}
-    unknown = sorted(set(d) - top)
-    if unknown:
-        raise ConfigError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(sorted(top))})")
-    sections = {}
-    for name, cls in _SECTIONS.items():
-        values = d.get(name, {})
-        if not isinstance(values, dict):
-            raise ConfigError(f"{source}: [{name}] must be a table")
-        sections[name] = _section(cls, values, name)
-    return ExperimentConfig(
-        name=_coerce(d.get("name", Path(str(source)).stem), str, "name"),
-        description=_coerce(d.get("description", ""), str, "description"),
-        **sections,
-    )
+        return _EXPERIMENT.validate_python(d)
+    except ValidationError as e:
+        raise ConfigError(_where(source) + message(e)) from None
 
 
 def parse_override(text: str) -> tuple[str, str, object]:
-    """``"train.lam=0.01"`` -> ``("train", "lam", 0.01)``; the value is read as TOML if it can be."""
+    """``"train.lam=0.01"`` -> ``("train", "lam", 0.01)``; the value is read as TOML if it can
+    be, else kept as a string (which the schema then refuses where a string does not belong)."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
     key = key.strip()
     try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+        parsed = tomllib.loads(f"v = {raw}")
+        value = parsed["v"] if list(parsed) == ["v"] else raw
+    except (tomllib.TOMLDecodeError, RecursionError):
         value = raw
     if key in ("name", "description"):
         return "", key, value
     if key.count(".") != 1:
-        raise ConfigError(f"override key {key!r} must look like section.key (model, data or train)")
+        same = [k for k in experiment_keys() if k.split(".")[1] == key]
+        hint = f" (did you mean {same[0]}?)" if len(same) == 1 else ""
+        raise ConfigError(f"override key {key!r} must look like section.key ({', '.join(_SECTIONS)}){hint}")
     section, name = key.split(".")
     if section not in _SECTIONS:
-        raise ConfigError(f"unknown section {section!r} in {key!r} (model, data or train)")
+        raise ConfigError(
+            f"unknown section {section!r} in {key!r} ({', '.join(_SECTIONS)}){suggest(section, _SECTIONS)}"
+        )
     return section, name, value
 
 
 def read_toml(path, what: str = "experiment") -> dict:
-    """A TOML file as a dict; a missing or invalid file is a ConfigError naming it."""
+    """A TOML file as a dict; a missing, unreadable or invalid file is a ConfigError naming it."""
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: {what} file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a {what} file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the {what} file ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a {what} file (not UTF-8 text at byte {e.start})") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML ({e})") from None
+        raise ConfigError(f"{path}: invalid TOML ({' '.join(str(e).split())})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML (nested too deeply)") from None
 
 
 def load_experiment(path, overrides=()) -> ExperimentConfig:
@@ -301,8 +388,198 @@ def load_experiment(path, overrides=()) -> ExperimentConfig:
     d.setdefault("name", path.stem)
     for text in overrides:
         section, key, value = parse_override(text)
-        if section:
-            d.setdefault(section, {})[key] = value
-        else:
+        if not section:
             d[key] = value
+            continue
+        table = d.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {section}: expected a table, got {show(table)}")
+        table[key] = value
     return from_dict(d, str(path))
+
+
+# -- study files -----------------------------------------------------------------------------------
+def _override(text: str) -> str:
+    try:
+        parse_override(text)
+    except ConfigError as e:
+        raise PydanticCustomError("klayer_value", "{text}", {"text": f": {e}"}) from None
+    return text
+
+
+def _experiment_key(key: str) -> str:
+    if key not in experiment_keys():
+        raise PydanticCustomError(
+            "klayer_value",
+            "{text}",
+            {"text": f": unknown experiment key {show(key)}{suggest(key, experiment_keys())}"},
+        )
+    return key
+
+
+Override = Annotated[Str, AfterValidator(_override)]
+"""A ``section.key=value`` override; whether the experiment accepts it is checked when the study
+is loaded (:func:`klayer.suite.load_study`)."""
+ExperimentKey = Annotated[Str, AfterValidator(_experiment_key)]
+Experiments = Annotated[tuple[Name, ...], Field(min_length=1)]
+GRADCHECK_HIDDEN = {2: (50,), 3: (50, 50), 4: (50, 50, 50), 9: (50, 30, 20, 20, 10, 10, 10, 10)}
+"""The hidden widths of each depth a gradcheck study can check."""
+
+
+@schema("study")
+class GradcheckStudy:
+    """``kind = "gradcheck"``: gradient-check tables for ``depths`` x batch norm (off, on) x
+    ``batch_sizes`` x ``lams``, one column per step ``hs``.
+
+    Attributes
+    ----------
+    depths : non-empty, each 2, 3, 4 or 9 (:data:`GRADCHECK_HIDDEN`).
+    batch_sizes : non-empty, each >= 2 (every batch size is also checked with batch norm).
+    lams : non-empty, each >= 0. hs : non-empty, each > 0.
+    features : in ``[1, 3072]``, the first input features used.
+    max_entries : >= 1, entries checked per parameter.
+    order : >= 0, the study's place in the suite.
+    """
+
+    kind: Literal["gradcheck"]
+    depths: Annotated[tuple[Literal[2, 3, 4, 9], ...], Field(min_length=1)]
+    batch_sizes: Annotated[tuple[Annotated[Int, Field(ge=2)], ...], Field(min_length=1)]
+    hs: Annotated[tuple[Positive, ...], Field(min_length=1)]
+    lams: Annotated[tuple[NonNegative, ...], Field(min_length=1)] = (0.0,)
+    features: Annotated[Int, Field(ge=1, le=3072)] = 20
+    max_entries: Count = 100
+    order: NonNegInt = 99
+
+
+@schema("study")
+class SanityStudy:
+    """``kind = "sanity"``: overfit ``n`` training images with and without batch norm.
+
+    Attributes
+    ----------
+    n : >= 2 (the next ``n`` images validate, so the data must have ``2 n`` training images).
+    hidden : hidden widths, each in ``[1, 2**20]``. eta : > 0. n_epochs : >= 1.
+    batch_size : in ``[2, n]`` (batch norm needs two). lam : >= 0. order : >= 0.
+    """
+
+    kind: Literal["sanity"]
+    n: Annotated[Int, Field(ge=2)] = 100
+    hidden: tuple[Width, ...] = (50,)
+    eta: Positive = 0.01
+    n_epochs: Count = 200
+    batch_size: Annotated[Int, Field(ge=2)] = 10
+    lam: NonNegative = 0.0
+    order: NonNegInt = 99
+
+    @model_validator(mode="after")
+    def _cross(self):
+        if self.batch_size > self.n:
+            fail(f"`batch_size` ({self.batch_size}) must not exceed `n` ({self.n})")
+        return self
+
+
+@schema("study")
+class RunsStudy:
+    """``kind = "runs"``: each of ``experiments`` (names of ``experiments/<name>.toml``), with the
+    ``set`` overrides, over the seeds."""
+
+    kind: Literal["runs"]
+    experiments: Experiments
+    set: tuple[Override, ...] = ()
+    order: NonNegInt = 99
+
+
+@schema("study")
+class SearchStudy:
+    """``kind = "search"``: one numeric ``key`` of the experiment ``base``, coarse over
+    ``[low, high]`` (``0 < low < high``, ``coarse_n >= 1`` values, ``sampling`` grid or random,
+    seeded by ``search_seed >= 0``), fine over ``best * 10**[-decades, decades]`` (``decades > 0``,
+    ``fine_n >= 0`` values; 0 skips it), then the best value with ``final_set`` over the seeds."""
+
+    kind: Literal["search"]
+    base: Name
+    key: ExperimentKey
+    low: Positive
+    high: Positive
+    coarse_n: Count
+    fine_n: NonNegInt = 0
+    decades: Positive = 0.5
+    sampling: Literal["grid", "random"] = "grid"
+    search_seed: NonNegInt = 0
+    set: tuple[Override, ...] = ()
+    final_set: tuple[Override, ...] = ()
+    order: NonNegInt = 99
+
+    @model_validator(mode="after")
+    def _cross(self):
+        if self.low >= self.high:
+            fail(f"`low` ({self.low}) must be below `high` ({self.high})")
+        return self
+
+
+@schema("study")
+class GridStudy:
+    """``kind = "grid"``: each of ``experiments`` for every number in ``values`` (non-empty) of
+    ``key``, with the ``set`` overrides, over the seeds."""
+
+    kind: Literal["grid"]
+    experiments: Experiments
+    key: ExperimentKey
+    values: Annotated[tuple[Float, ...], Field(min_length=1)]
+    set: tuple[Override, ...] = ()
+    order: NonNegInt = 99
+
+
+Study = GradcheckStudy | SanityStudy | RunsStudy | SearchStudy | GridStudy
+STUDY_KINDS = {
+    "gradcheck": GradcheckStudy,
+    "sanity": SanityStudy,
+    "runs": RunsStudy,
+    "search": SearchStudy,
+    "grid": GridStudy,
+}
+_STUDY = TypeAdapter(Annotated[Study, Field(discriminator="kind")])
+
+
+@schema()
+class _StudyFile:
+    name: Name | None = None
+    description: Str = ""
+    study: dict[str, Any] = field(default_factory=dict)
+    quick: dict[str, Any] = field(default_factory=dict)
+
+
+def _validate_study(d: dict, source: str, prefix) -> Study:
+    try:
+        return _STUDY.validate_python(d)
+    except ValidationError as e:
+        raise ConfigError(_where(source) + message(e, prefix, tagged=True)) from None
+
+
+def study_from_dict(d: dict, source: str) -> tuple[str, str, Study, Study]:
+    """A study file's ``(name, description, study, quick_study)``, both variants validated.
+
+    ``quick_study`` is ``[study]`` with ``[quick]``'s keys replacing its own, except ``set``,
+    whose entries are appended. Errors name the table the bad value came from."""
+    if "study" not in d:
+        raise ConfigError(f"{source}: not a study (no [study] table); train single experiments with klayer train")
+    try:
+        top = _StudyFile.__pydantic_validator__.validate_python(d)
+    except ValidationError as e:
+        raise ConfigError(_where(source) + message(e)) from None
+    full = _validate_study(top.study, source, "study.")
+    q = top.quick
+    allowed = [k for k in keys_of(type(full)) if k != "kind"]
+    for k in q:
+        if k == "kind":
+            raise ConfigError(f"{source}: quick.kind: a study's kind cannot change in [quick]")
+        if k not in allowed:
+            raise ConfigError(f"{source}: unknown key {dotted(['quick', k])}{suggest(k, allowed, 'quick.')}")
+    merged = {**top.study, **q}
+    if "set" in q:
+        if not isinstance(q["set"], list):
+            raise ConfigError(f"{source}: quick.set: expected a list, got {show(q['set'])}")
+        merged["set"] = [*top.study.get("set", []), *q["set"]]
+    quick = _validate_study(merged, source, lambda k: "quick." if k in q else "study.")
+    name = top.name or Path(str(source)).stem
+    return name, top.description, full, quick

@@ -17,6 +17,7 @@ import statistics
 import tomllib
 from pathlib import Path
 
+from .errors import KlayerError
 from .io import atomic_write
 
 __all__ = ["build_report", "reported_values"]
@@ -32,7 +33,7 @@ def reported_values() -> dict:
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, ValueError):  # missing, unreadable, not UTF-8 or not JSON
         return None
 
 
@@ -334,30 +335,48 @@ def _grid(doc: _Doc, sdir: Path, study: dict, ref: dict):
 
 
 def _collect(paths: list[Path]):
+    """The study folders and loose run folders under ``paths``; KlayerError for a path that is
+    missing, not a folder, or holds nothing to report."""
     studies, loose = [], []
     for p in paths:
+        if not p.exists():
+            raise KlayerError(f"{p}: no such folder")
+        if not p.is_dir():
+            raise KlayerError(f"{p}: not a folder (give a reproduce, study or run folder)")
         if (p / "study.json").is_file():
             studies.append(p)
         elif (p / "results.json").is_file():
             loose.append(p)
-        elif p.is_dir():
+        else:
             suite = _read_json(p / "suite.json")
-            names = suite["studies"] if suite else sorted(d.name for d in p.iterdir() if (d / "study.json").is_file())
-            studies += [p / n for n in names if (p / n / "study.json").is_file()]
+            listed = suite.get("studies") if isinstance(suite, dict) else None
+            names = listed if isinstance(listed, list) else sorted(d.name for d in p.iterdir())
+            found = [p / str(n) for n in names if (p / str(n) / "study.json").is_file()]
+            if not found:
+                raise KlayerError(
+                    f"{p}: nothing to report (no study.json, results.json, or study folders from klayer reproduce)"
+                )
+            studies += found
     return studies, loose
 
 
 def build_report(paths, out=None) -> tuple[Path, Path]:
-    """Write ``report.md`` and ``report.html`` into ``out`` (default: the first path)."""
+    """Write ``report.md`` and ``report.html`` into ``out`` (default: the first path).
+
+    Every path must be a reproduce folder (with ``suite.json`` or study folders), a study folder
+    (``study.json``) or a run folder (``results.json``); otherwise KlayerError, and nothing is
+    written."""
     paths = [Path(p) for p in paths]
-    out = Path(out) if out else (paths[0] if paths[0].is_dir() else paths[0].parent)
+    if not paths:
+        raise KlayerError("no folders to report on")
+    studies, loose = _collect(paths)
+    out = Path(out) if out else paths[0]
     figdir = out / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
     ref = reported_values()
     doc = _Doc(out)
     doc.h(1, "klayer: the DD2424 reports, reproduced")
-    studies, loose = _collect(paths)
-    suite = _read_json(paths[0] / "suite.json") if paths[0].is_dir() else None
+    suite = _read_json(paths[0] / "suite.json")
     if suite:
         doc.p(
             f"{len(suite['studies'])} studies, {suite['seeds']} seeds per headline number "

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from .config import ExperimentConfig, ModelConfig, TrainConfig
 from .data.prepare import Dataset
+from .errors import ConfigError
 from .training import Trainer
 
 __all__ = ["overfit"]
@@ -33,6 +34,14 @@ def overfit(
     -------
     The history rows (one per epoch); ``rows[-1]["train_loss"]`` is the final training loss.
     """
+    N = len(data.y_train)
+    if not 2 <= n <= N // 2:
+        raise ConfigError(
+            f"sanity check: n={n} must be between 2 and {N // 2} (n images to train on, the next n to "
+            f"validate on; {data.source or 'the data'} has {N} training images)"
+        )
+    if batch_size > n:
+        raise ConfigError(f"sanity check: batch_size={batch_size} exceeds n={n}")
     small = replace(
         data,
         X_train=data.X_train[:n],

@@ -19,6 +19,10 @@ each into ``OUT/<name>/``, then writes ``OUT/report.md`` and ``OUT/report.html``
     initialization: ``model.sigma`` with ``model.init = "normal"``), over the seeds, with
     per-layer diagnostics.
 
+Each kind has its own typed schema (:mod:`klayer.config`); :func:`load_study` checks a study file,
+its ``[quick]`` variant and every experiment it names, with their overrides, and ``reproduce``
+checks every study file that way before it runs the first one.
+
 Seeds: run ``s`` of a setting uses ``seed = shuffle_seed = s``. Every run is a run folder;
 finished ones are never run again, so an interrupted ``reproduce`` continues where it stopped.
 ``study.json`` records the structure (which run is which); every number in the report is read
@@ -28,19 +32,22 @@ back from the runs' own ``results.json``.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from .config import ExperimentConfig, load_experiment, read_toml
+from .cliargs import positive_int
+from .config import GRADCHECK_HIDDEN, STUDY_KINDS, ExperimentConfig, load_experiment, read_toml, study_from_dict
 from .errors import ConfigError
 from .io import write_json
+from .schema import suggest
 from .search import coarse_values, fine_values, top
 from .sweep import run_many
 
 __all__ = ["load_study", "run_study", "reproduce", "add_commands", "suite_files"]
 
-KINDS = ("gradcheck", "sanity", "runs", "search", "grid")
+KINDS = tuple(STUDY_KINDS)
 
 
 def default_experiments_dir() -> Path:
@@ -51,33 +58,66 @@ def default_experiments_dir() -> Path:
 
 
 def load_study(path, quick: bool = False) -> dict:
-    """A study file's ``[study]`` table, with ``[quick]`` merged in when ``quick``."""
+    """A study file, validated, as a dict: the ``[study]`` table (with ``[quick]`` merged in when
+    ``quick``) with every default filled in, plus ``name``, ``description`` and ``file``.
+
+    Both variants (with and without ``[quick]``) are checked against the schema of their kind
+    (:func:`klayer.config.study_from_dict`), every experiment they name must exist beside the
+    study file, and every experiment is resolved with the study's overrides (for a search, with
+    ``low`` and ``high``; for a grid, with every value), so that a bad ``set`` entry fails here,
+    before anything is trained. Errors are ConfigErrors naming the file and the key."""
     path = Path(path)
-    d = read_toml(path, "study")
-    if "study" not in d:
-        raise ConfigError(f"{path}: not a study (no [study] table); train single experiments with klayer train")
-    study = dict(d["study"])
-    if quick:
-        q = dict(d.get("quick", {}))
-        study["set"] = list(study.get("set", [])) + list(q.pop("set", []))
-        study.update(q)
-    study["name"] = d.get("name", path.stem)
-    study["description"] = d.get("description", "")
-    study["file"] = str(path)
-    if study.get("kind") not in KINDS:
-        raise ConfigError(f"{path}: study.kind must be one of {', '.join(KINDS)}, got {study.get('kind')!r}")
+    name, description, full, reduced = study_from_dict(read_toml(path, "study"), str(path))
+    _resolve(full, path, "study")
+    if reduced != full:
+        _resolve(reduced, path, "quick")
+    study = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(reduced if quick else full).items()}
+    study.update(name=name, description=description, file=str(path))
     return study
 
 
 def suite_files(folder=None) -> list[Path]:
-    """Every study file of the suite, in ``study.order``."""
+    """Every study file of the suite (the TOML files with a ``[study]`` table), validated, in
+    ``study.order``."""
     folder = Path(folder) if folder else default_experiments_dir()
     studies = []
     for f in sorted(folder.glob("*.toml")):
-        d = read_toml(f, "study")
-        if "study" in d:
-            studies.append((d["study"].get("order", 99), f))
+        if "study" in read_toml(f, "study"):
+            studies.append((load_study(f)["order"], f))
     return [f for _, f in sorted(studies)]
+
+
+def _resolve(study, path: Path, table: str) -> None:
+    """Load every experiment ``study`` would train, with its overrides; ConfigError if one fails."""
+    exp_dir = path.parent
+    kind = study.kind
+    if kind in ("gradcheck", "sanity"):
+        return
+    # (field, experiment, overrides), each experiment alone first, then with each field's overrides
+    if kind == "search":
+        what = "base"
+        with_value = [[f"{study.key}={v!r}"] for v in (study.low, study.high)]
+        jobs = [("base", study.base, []), ("set", study.base, study.set)]
+        jobs += [("key", study.base, [*study.set, *v]) for v in with_value]
+        jobs += [("final_set", study.base, [*study.set, *study.final_set, *v]) for v in with_value]
+    else:
+        what, names = "experiments", study.experiments
+        jobs = [("experiments", e, []) for e in names] + [("set", e, study.set) for e in names]
+        if kind == "grid":
+            jobs += [("values", e, [*study.set, f"{study.key}={v!r}"]) for e in names for v in study.values]
+    known = sorted(f.stem for f in exp_dir.glob("*.toml"))
+    for field, exp, overrides in jobs:
+        file = exp_dir / f"{exp}.toml"
+        try:
+            found = file.is_file()
+        except OSError:  # a name the file system cannot hold
+            found = False
+        if not found:
+            raise ConfigError(f"{path}: {table}.{what}: no experiment {file}{suggest(exp, known)}")
+        try:
+            load_experiment(file, overrides)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {table}.{field} for {exp}: {e}") from None
 
 
 def _experiment(name: str, exp_dir: Path, overrides) -> ExperimentConfig:
@@ -105,7 +145,7 @@ def _seeded(cfg: ExperimentConfig, s: int, name: str) -> ExperimentConfig:
 def _study_runs(study, ctx: _Context, sdir: Path) -> dict:
     configs, dirs, entries = [], [], []
     for exp in study["experiments"]:
-        base = _experiment(exp, ctx.exp_dir, study.get("set", []))
+        base = _experiment(exp, ctx.exp_dir, study["set"])
         for s in range(ctx.seeds):
             name = f"{exp}-s{s}"
             configs.append(_seeded(base, s, name))
@@ -120,7 +160,7 @@ def _study_grid(study, ctx: _Context, sdir: Path) -> dict:
     configs, dirs, entries = [], [], []
     for exp in study["experiments"]:
         for v in study["values"]:
-            base = _experiment(exp, ctx.exp_dir, [*study.get("set", []), f"{key}={v!r}"])
+            base = _experiment(exp, ctx.exp_dir, [*study["set"], f"{key}={v!r}"])
             for s in range(ctx.seeds):
                 name = f"{exp}-{key.split('.')[-1]}{_fmt(v)}-s{s}"
                 configs.append(_seeded(base, s, name))
@@ -136,7 +176,7 @@ def _search_stage(study, ctx, sdir, stage: str, values: list[float]):
     configs, dirs, entries = [], [], []
     for v in values:
         name = f"{stage}-{short}{_fmt(v)}"
-        configs.append(_seeded(_experiment(study["base"], ctx.exp_dir, [*study.get("set", []), f"{key}={v}"]), 0, name))
+        configs.append(_seeded(_experiment(study["base"], ctx.exp_dir, [*study["set"], f"{key}={v}"]), 0, name))
         dirs.append(sdir / "runs" / name)
         entries.append({"stage": stage, "value": v, "seed": 0, "run": f"runs/{name}"})
     results = ctx.run(configs, dirs)
@@ -144,20 +184,20 @@ def _search_stage(study, ctx, sdir, stage: str, values: list[float]):
 
 
 def _study_search(study, ctx: _Context, sdir: Path) -> dict:
-    rng = np.random.default_rng(study.get("search_seed", 0))
-    c = coarse_values(study["low"], study["high"], study["coarse_n"], study.get("sampling", "grid"), rng)
+    rng = np.random.default_rng(study["search_seed"])
+    c = coarse_values(study["low"], study["high"], study["coarse_n"], study["sampling"], rng)
     entries, coarse = _search_stage(study, ctx, sdir, "coarse", c)
     points = coarse
-    if study.get("fine_n", 0):
+    if study["fine_n"]:
         center = top(coarse, 1)[0][0]
-        f = fine_values(center, study["fine_n"], study.get("decades", 0.5), study.get("sampling", "grid"), rng)
+        f = fine_values(center, study["fine_n"], study["decades"], study["sampling"], rng)
         f = [v for v in f if v not in c]
         fine_entries, fine = _search_stage(study, ctx, sdir, "fine", f)
         entries += fine_entries
         points = coarse + fine
     best_value = top(points, 1)[0][0]
     key = study["key"]
-    final_over = [*study.get("set", []), *study.get("final_set", []), f"{key}={best_value}"]
+    final_over = [*study["set"], *study["final_set"], f"{key}={best_value}"]
     base = _experiment(study["base"], ctx.exp_dir, final_over)
     configs, dirs = [], []
     for s in range(ctx.seeds):
@@ -174,20 +214,19 @@ def _study_gradcheck(study, ctx: _Context, sdir: Path) -> dict:
     from .gradcheck import check_data, check_gradients
     from .network import Network, NetworkConfig
 
-    hidden = {2: (50,), 3: (50, 50), 4: (50, 50, 50), 9: (50, 30, 20, 20, 10, 10, 10, 10)}
     root = ctx.data_root or default_data_dir()
-    d = study.get("features", 20)
+    d = study["features"]
     n = max(study["batch_sizes"])
     X, y, source = check_data(root, n, d, np.random.default_rng(0))
     tables = []
     for depth in study["depths"]:
         for bn in (False, True):
             for N in study["batch_sizes"]:
-                for lam in study.get("lams", [0.0]):
+                for lam in study["lams"]:
                     rng = np.random.default_rng(depth * 1000 + N + int(bn))
-                    net = Network.init(NetworkConfig(d, hidden[depth], 10, bn), rng)
+                    net = Network.init(NetworkConfig(d, GRADCHECK_HIDDEN[depth], 10, bn), rng)
                     rep = check_gradients(
-                        net, X[:N], y[:N], lam, rng, hs=tuple(study["hs"]), max_entries=study.get("max_entries", 100)
+                        net, X[:N], y[:N], lam, rng, hs=tuple(study["hs"]), max_entries=study["max_entries"]
                     )
                     tables.append(
                         {
@@ -223,13 +262,13 @@ def _study_sanity(study, ctx: _Context, sdir: Path) -> dict:
     for bn in (False, True):
         rows = overfit(
             ds,
-            n=study.get("n", 100),
-            hidden=tuple(study.get("hidden", [50])),
+            n=study["n"],
+            hidden=tuple(study["hidden"]),
             batch_norm=bn,
-            eta=study.get("eta", 0.01),
+            eta=study["eta"],
             n_epochs=study["n_epochs"],
-            batch_size=study.get("batch_size", 10),
-            lam=study.get("lam", 0.0),
+            batch_size=study["batch_size"],
+            lam=study["lam"],
         )
         curves["with batch norm" if bn else "without batch norm"] = [
             {"epoch": r["epoch"], "train_loss": r["train_loss"], "train_accuracy": r["train_accuracy"]} for r in rows
@@ -283,28 +322,28 @@ def estimate_seconds(studies: list[dict], seeds: int, exp_dir: Path, n_jobs: int
     for st in studies:
         kind = st["kind"]
         if kind == "gradcheck":
-            n_tables = len(st["depths"]) * 2 * len(st["batch_sizes"]) * len(st.get("lams", [0]))
-            total += n_tables * 2.0 * len(st["hs"]) / 6 * st.get("max_entries", 100) / 15
+            n_tables = len(st["depths"]) * 2 * len(st["batch_sizes"]) * len(st["lams"])
+            total += n_tables * 2.0 * len(st["hs"]) / 6 * st["max_entries"] / 15
             continue
         if kind == "sanity":
-            total += 2 * st["n_epochs"] * st.get("n", 100) / st.get("batch_size", 10) * 1.5e-3
+            total += 2 * st["n_epochs"] * st["n"] / st["batch_size"] * 1.5e-3
             continue
         if kind == "runs":
-            items = [(_experiment(e, exp_dir, st.get("set", [])), seeds) for e in st["experiments"]]
+            items = [(_experiment(e, exp_dir, st["set"]), seeds) for e in st["experiments"]]
         elif kind == "grid":
-            items = [(_experiment(e, exp_dir, st.get("set", [])), seeds * len(st["values"])) for e in st["experiments"]]
+            items = [(_experiment(e, exp_dir, st["set"]), seeds * len(st["values"])) for e in st["experiments"]]
         else:
-            base = _experiment(st["base"], exp_dir, st.get("set", []))
+            base = _experiment(st["base"], exp_dir, st["set"])
             items = [
-                (base, st["coarse_n"] + st.get("fine_n", 0)),
-                (_experiment(st["base"], exp_dir, [*st.get("set", []), *st.get("final_set", [])]), seeds),
+                (base, st["coarse_n"] + st["fine_n"]),
+                (_experiment(st["base"], exp_dir, [*st["set"], *st["final_set"]]), seeds),
             ]
         for cfg, count in items:
             tc = cfg.train
             n_train = 10000 if cfg.data.split == "batch1" else 50000 - cfg.data.n_val
             spe = n_train // tc.batch_size
-            updates = 2 * tc.n_s * tc.n_cycles if tc.schedule == "cyclic" else tc.n_epochs * spe
-            cycle = 2 * tc.n_s if tc.schedule == "cyclic" else spe
+            updates = 2 * tc.n_s * tc.n_cycles if tc.cyclic else tc.n_epochs * spe
+            cycle = 2 * tc.n_s if tc.cyclic else spe
             evals = updates / max(1, round(cycle / tc.evals_per_cycle)) + 1
             rows = (tc.eval_train_subset or n_train) + (10000 if cfg.data.split == "batch1" else cfg.data.n_val)
             width = cfg.model.hidden[0] if cfg.model.hidden else 10
@@ -333,7 +372,13 @@ def reproduce(
     files = [Path(f) for f in files] if files else suite_files()
     if not files:
         raise ConfigError("no study files found (experiments/*.toml with a [study] table)")
+    # every study file and every experiment it names is validated before anything runs
     studies = [load_study(f, quick) for f in files]
+    names: dict[str, Path] = {}
+    for f, st in zip(files, studies, strict=True):
+        if st["name"] in names:
+            raise ConfigError(f"{f}: study name {st['name']!r} is also the name of {names[st['name']]}")
+        names[st["name"]] = f
     seeds = seeds if seeds is not None else (2 if quick else 3)
     out = Path(out)
     n_jobs = n_jobs or os.cpu_count() or 1
@@ -385,14 +430,16 @@ def add_commands(sub, data_arg) -> None:
     r = sub.add_parser("reproduce", help="run the reports' experiment suite and write the report")
     r.add_argument("studies", nargs="*", help="study files (default: every study in experiments/)")
     r.add_argument("--quick", action="store_true", help="every experiment at reduced size (a few minutes)")
-    r.add_argument("--seeds", type=int, help="seeds per headline number (default 3; 2 with --quick)")
+    r.add_argument(
+        "--seeds", type=positive_int, metavar="N", help="seeds per headline number (default 3; 2 with --quick)"
+    )
     r.add_argument("--out", default="runs/reproduce", help="output folder (default runs/reproduce)")
-    r.add_argument("--jobs", type=int, help="worker processes (default: every core)")
+    r.add_argument("--jobs", type=positive_int, metavar="N", help="worker processes (default: every core)")
     r.add_argument("--scheduler", metavar="ADDRESS", help="run on this Dask scheduler (tcp://host:8786)")
     data_arg(r)
     r.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("report", help="build report.md and report.html from saved runs (no training)")
-    p.add_argument("paths", nargs="+", help="a reproduce folder, or run folders")
+    p.add_argument("paths", nargs="+", help="a reproduce folder, study folders or run folders")
     p.add_argument("--out", help="folder for the report (default: the first path)")
     p.set_defaults(func=cmd_report)

@@ -241,7 +241,8 @@ def load_cifar10(
             raise DataError(
                 root,
                 "no CIFAR-10 here (looked for the python, binary and matlab layouts, as folders "
-                "and .tar.gz); pass --download, or point --data / KLAYER_DATA at it",
+                "and .tar.gz); drop --no-download (data.download = true) to fetch it, or point --data / "
+                "KLAYER_DATA at it",
             )
         lay = LAYOUTS["python" if layout == "auto" else layout]
         url = url or os.environ.get("KLAYER_CIFAR10_URL") or OFFICIAL_URL + lay.archive

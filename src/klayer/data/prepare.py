@@ -15,10 +15,13 @@ time, so no float copy of the data is ever made.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import Field, model_validator
 
 from ..errors import ConfigError, DataError
+from ..schema import Bool, Int, Text, fail, schema
 from .cifar10 import RawData, load_cifar10
 from .idx import load_idx_folder
 from .validate import check_labels, check_rows
@@ -34,38 +37,36 @@ __all__ = [
     "load_raw",
 ]
 
-SPLITS = ("all", "batch1")
 
-
-@dataclass(frozen=True)
+@schema("data")
 class DataConfig:
-    """Where the data is and how it is split.
+    """Where the data is and how it is split: the ``[data]`` table of an experiment file.
 
     Attributes
     ----------
     dataset : ``"cifar10"`` or ``"idx"`` (a folder of MNIST-style files).
-    path : data folder, batches folder or archive; None means ``--data``, ``$KLAYER_DATA`` or the
-        user cache.
+    path : data folder, batches folder or archive (a non-empty string); None means ``--data``,
+        ``$KLAYER_DATA`` or the user cache. Required for ``dataset = "idx"`` unless ``--data``
+        is given.
     layout : CIFAR-10 layout, ``"auto"``, ``"python"``, ``"binary"`` or ``"matlab"``.
-    split : ``"all"`` or ``"batch1"``.
-    n_val : validation images taken from the end of the training data under ``split="all"``.
+    split : ``"all"`` or ``"batch1"`` (CIFAR-10 only).
+    n_val : validation images taken from the end of the training data under ``split="all"``,
+        at least 1 (and fewer than the training images, checked when the data is loaded).
     download : fetch CIFAR-10 (verified md5) when it is not found.
     """
 
-    dataset: str = "cifar10"
-    path: str | None = None
-    layout: str = "auto"
-    split: str = "all"
-    n_val: int = 5000
-    download: bool = True
+    dataset: Literal["cifar10", "idx"] = "cifar10"
+    path: Annotated[Text, Field(min_length=1)] | None = None
+    layout: Literal["auto", "python", "binary", "matlab"] = "auto"
+    split: Literal["all", "batch1"] = "all"
+    n_val: Annotated[Int, Field(ge=1)] = 5000
+    download: Bool = True
 
-    def __post_init__(self):
-        if self.dataset not in ("cifar10", "idx"):
-            raise ConfigError(f"data.dataset must be cifar10 or idx, got {self.dataset!r}")
-        if self.split not in SPLITS:
-            raise ConfigError(f"data.split must be one of {', '.join(SPLITS)}, got {self.split!r}")
-        if self.n_val < 1:
-            raise ConfigError(f"data.n_val must be at least 1, got {self.n_val}")
+    @model_validator(mode="after")
+    def _cross(self):
+        if self.dataset == "idx" and self.split != "all":
+            fail(f"`split` {self.split!r} is CIFAR-10 only; IDX data takes split = 'all'")
+        return self
 
     def to_dict(self) -> dict:
         return asdict(self)

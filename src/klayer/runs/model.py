@@ -162,7 +162,8 @@ def load_model(path) -> SavedModel:
     if mean is not None:
         for name, a in (("data.mean", mean), ("data.std", std)):
             if a.shape != (config.input_size,) or a.dtype != np.float64:
-                raise ModelFileError(path, f"tensor {name} is {a.dtype} {a.shape}, expected float64 ({config.input_size},)")
+                expected = f"float64 ({config.input_size},)"
+                raise ModelFileError(path, f"tensor {name} is {a.dtype} {a.shape}, expected {expected}")
             if not np.isfinite(a).all():
                 raise ModelFileError(path, f"tensor {name} holds non-finite values")
         if not (std > 0).all():
