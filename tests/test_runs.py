@@ -383,3 +383,23 @@ def test_training_data_with_nan_is_named_before_training(tmp_path):
     with pytest.raises(Exception, match=r"train split\): row 17, column 4 is nan"):
         train(run_config(), data, out=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_compares_configs_not_text(tmp_path, monkeypatch):
+    """A run folder whose config.toml predates a key with a default still resumes; a real
+    difference is refused."""
+    from klayer.errors import KlayerError
+
+    data = tiny_dataset(np.random.default_rng(0))
+    out = tmp_path / "run"
+    interrupt_at(monkeypatch, 20)
+    with pytest.raises(KeyboardInterrupt):
+        train(run_config(checkpoint_every=7), data, out=out)
+    text = (out / "config.toml").read_text()
+    assert "label_smoothing = 0.0\n" in text
+    (out / "config.toml").write_text(text.replace("label_smoothing = 0.0\n", ""))  # an older klayer's file
+    with pytest.raises(KlayerError, match="config differs"):
+        train(run_config(checkpoint_every=7, lam=0.5), data, out=out, resume=True)
+    monkeypatch.undo()
+    r = train(run_config(checkpoint_every=7), data, out=out, resume=True)
+    assert r.results["status"] == "complete"

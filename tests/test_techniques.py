@@ -477,3 +477,28 @@ def test_lr_range_test_ramps_eta_and_suggests_bounds(rng):
     assert 1e-4 <= s["eta_min"] <= s["eta_max"] <= 10.0
     peak_row = next(r for r in res["rows"] if r.get("val_accuracy") == max(accs))
     assert s["eta_max"] == peak_row["eta"]
+
+
+def test_cli_lr_range_writes_plot_and_summary(tmp_path, rng, capsys):
+    import json
+
+    from klayer.cli import main
+
+    from .conftest import write_idx_data
+
+    data = write_idx_data(tmp_path / "data", rng)
+    exp = tmp_path / "e.toml"
+    exp.write_text('name = "e"\n[model]\nhidden = [16]\nbatch_norm = true\n[data]\ndataset = "idx"\nn_val = 100\n'
+                   '[train]\nbatch_size = 20\ndtype = "float64"\n')  # fmt: skip
+    out = tmp_path / "lr"
+    args = ["lr-range", str(exp), "--data", str(data), "--steps", "50", "--eval-every", "5", "--out", str(out)]
+    assert main([*args, "--quiet"]) == 0
+    said = capsys.readouterr().out
+    res = json.loads((out / "lr_range.json").read_text())
+    assert f"suggested eta_min {res['suggestion']['eta_min']:.3g}" in said
+    assert (out / "lr_range.png").stat().st_size > 1000
+    assert len(res["rows"]) <= 50 and res["rows"][0]["eta"] == pytest.approx(1e-5)
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--steps", "2"])
+    assert e.value.code == 2
+    assert main([*args, "--eta-start", "1", "--eta-end", "0.1"]) == 2

@@ -92,6 +92,32 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_lr_range(args) -> int:
+    from .config import load_experiment
+    from .data.prepare import load_dataset
+    from .io import ensure_dir, write_json
+    from .plots import plot_lr_range
+    from .training.lr_range import lr_range_test
+
+    config = load_experiment(args.experiment, list(args.set or []))
+    if args.eta_start >= args.eta_end:
+        raise UsageError(f"--eta-start {args.eta_start:g} must be below --eta-end {args.eta_end:g}")
+    out = ensure_dir(Path(args.out) if args.out else Path("runs") / f"{config.name}-lr-range")
+    data = load_dataset(config.data, _data_root(args), dtype=config.train.dtype)
+    res = lr_range_test(
+        config, data, args.steps, args.eta_start, args.eta_end, args.eval_every, progress=False if args.quiet else None
+    )
+    write_json(out / "lr_range.json", res)
+    plot_lr_range(res, out / "lr_range.png")
+    s = res["suggestion"]
+    stop = "" if res["diverged_at_step"] is None else f"; the loss diverged at update {res['diverged_at_step']}"
+    print(
+        f"{config.name}: suggested eta_min {s['eta_min']:.3g}, eta_max {s['eta_max']:.3g} (peak validation accuracy "
+        f"{s['peak_val_accuracy']:.4f}){stop} -> {out}/lr_range.png, lr_range.json"
+    )
+    return 0
+
+
 # -- evaluate / predict ------------------------------------------------------------------------
 def _model_path(path: Path) -> Path:
     return path / "model.safetensors" if path.is_dir() else path
@@ -237,6 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-download", action="store_true", help="fail instead of downloading CIFAR-10")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
+
+    lr = sub.add_parser("lr-range", help="learning-rate range test: suggest eta_min and eta_max (Smith 2017)")
+    lr.add_argument("experiment", help="experiment file")
+    lr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    lr.add_argument("--steps", type=int_range(3, 10**7), default=400, metavar="N", help="updates (default 400)")
+    lr.add_argument("--eta-start", type=positive_float, default=1e-5, metavar="ETA", help="first eta (default 1e-5)")
+    lr.add_argument("--eta-end", type=positive_float, default=1.0, metavar="ETA", help="last eta (default 1)")
+    lr.add_argument("--eval-every", type=positive_int, default=10, metavar="N", help="updates between evaluations")
+    lr.add_argument("--out", metavar="DIR", help="folder for lr_range.png and lr_range.json")
+    lr.add_argument("--quiet", action="store_true", help="no progress bar")
+    data_arg(lr)
+    lr.set_defaults(func=cmd_lr_range)
 
     e = sub.add_parser("evaluate", help="evaluate a saved model on a split")
     e.add_argument("model", help="run folder or model.safetensors")

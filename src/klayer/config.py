@@ -55,6 +55,7 @@ __all__ = [
     "ExperimentConfig",
     "from_dict",
     "load_experiment",
+    "same_config",
     "parse_override",
     "read_toml",
     "experiment_keys",
@@ -379,6 +380,16 @@ def read_toml(path, what: str = "experiment") -> dict:
         raise ConfigError(f"{path}: invalid TOML ({' '.join(str(e).split())})") from None
     except RecursionError:
         raise ConfigError(f"{path}: invalid TOML (nested too deeply)") from None
+
+
+def same_config(path, config: ExperimentConfig) -> bool:
+    """Whether the experiment file at ``path`` (a run folder's ``config.toml``) describes
+    ``config``: compared as configs, so a file written before a key with a default was added
+    still matches. A missing or invalid file does not."""
+    try:
+        return load_experiment(path) == config
+    except ConfigError:
+        return False
 
 
 def load_experiment(path, overrides=()) -> ExperimentConfig:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .config import ExperimentConfig, from_dict
+from .config import ExperimentConfig, from_dict, same_config
 from .errors import KlayerError
 
 __all__ = ["run_many", "load_results", "lockstep_groups"]
@@ -114,7 +114,7 @@ def run_many(
     run_dirs = [Path(d) for d in run_dirs]
     results: list[dict | None] = [load_results(d) for d in run_dirs]
     for c, d, r in zip(configs, run_dirs, results, strict=True):
-        if r is not None and (d / "config.toml").read_text() != c.to_toml():
+        if r is not None and not same_config(d / "config.toml", c):
             raise KlayerError(
                 f"{d} holds a finished run with a different config; remove it or choose another output folder"
             )

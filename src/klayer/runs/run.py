@@ -10,7 +10,7 @@ from pathlib import Path
 
 from threadpoolctl import threadpool_limits
 
-from ..config import ExperimentConfig
+from ..config import ExperimentConfig, same_config
 from ..data.prepare import Dataset, load_dataset
 from ..diagnostics import DiagnosticsRecorder
 from ..errors import KlayerError, OutputError
@@ -77,14 +77,13 @@ def _warn(message: str) -> None:
 
 
 def _prepare_folder(out: Path, config: ExperimentConfig, resume: bool, retrain: bool) -> str:
-    toml = config.to_toml()
     status = run_status(out)
     if resume and not retrain:
         if status == "empty":  # nothing was saved yet (or a fault came first): start from the beginning
             return status
         if not (out / "config.toml").is_file():
             raise KlayerError(f"{out}: nothing to resume (a checkpoint but no config.toml)")
-        if (out / "config.toml").read_text() != toml:
+        if not same_config(out / "config.toml", config):
             raise KlayerError(f"{out}: config differs from the run being resumed")
     elif retrain:
         _remove_outputs(out)
