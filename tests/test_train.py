@@ -412,3 +412,46 @@ def load_file_meta(path):
 
     with safe_open(path, "np") as f:
         return f.metadata()
+
+
+def test_running_averages_move_by_one_minus_bn_alpha(rng):
+    """mu_av <- bn_alpha * mu_av + (1 - bn_alpha) * mu, from running values unlike the batch's."""
+    from klayer.network import forward
+
+    data = tiny_dataset(rng)
+    tr = Trainer([small_config(bn_alpha=0.7)], data)
+    for k, v in tr.stack.bn_state.items():
+        v[...] = rng.uniform(0.5, 2.0, v.shape)
+    before = {k: v.copy() for k, v in tr.stack.bn_state.items()}
+    X, _ = tr.batch()
+    _, _, stats = forward(tr.stack.params, X.copy(), tr.config, train=True)
+    tr.step()
+    assert set(stats) == set(before) == {"mu1", "var1", "mu2", "var2"}
+    for k in before:
+        np.testing.assert_allclose(tr.stack.bn_state[k], 0.7 * before[k] + 0.3 * stats[k], rtol=1e-12)
+        assert not np.allclose(tr.stack.bn_state[k], 0.3 * before[k] + 0.7 * stats[k])
+
+
+def test_ctrl_c_exits_130_with_a_resumable_checkpoint(tmp_path, rng):
+    data = write_idx_data(tmp_path / "data", rng, n_train=2100)
+    exp = tmp_path / "e.toml"
+    exp.write_text(EXP.format(n_s=600, ckpt=0))
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "klayer", "train", str(exp), "--data", str(data), "--out", str(out), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not (out / "config.toml").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(1.0)  # training is under way
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted; checkpoint in" in err and "--resume" in err and "Traceback" not in err
+    assert (out / "checkpoint.safetensors").exists() and not (out / "results.json").exists()
+    p = run_cli("train", exp, "--data", data, "--out", out, "--resume", "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert json.loads((out / "results.json").read_text())["status"] == "complete"
