@@ -43,13 +43,16 @@ class DataConfig:
 
     Attributes
     ----------
-    dataset : ``"cifar10"`` or ``"idx"`` (a folder of MNIST-style files).
+    dataset : ``"cifar10"``, ``"idx"`` (a folder of MNIST-style files) or ``"images"`` (an image
+        folder, one sub-folder per class: :mod:`klayer.data.images`).
     path : data folder, batches folder or archive; None means ``--data``, ``$KLAYER_DATA`` or the
         user cache.
     layout : CIFAR-10 layout, ``"auto"``, ``"python"``, ``"binary"`` or ``"matlab"``.
     split : ``"all"`` or ``"batch1"``.
     n_val : validation images taken from the end of the training data under ``split="all"``.
     download : fetch CIFAR-10 (verified md5) when it is not found.
+    image_shape : ``[channels, height, width]`` images are resized to (``"images"`` only;
+        default ``[3, 32, 32]``).
     """
 
     dataset: str = "cifar10"
@@ -58,10 +61,11 @@ class DataConfig:
     split: str = "all"
     n_val: int = 5000
     download: bool = True
+    image_shape: tuple[int, ...] | None = None
 
     def __post_init__(self):
-        if self.dataset not in ("cifar10", "idx"):
-            raise ConfigError(f"data.dataset must be cifar10 or idx, got {self.dataset!r}")
+        if self.dataset not in ("cifar10", "idx", "images"):
+            raise ConfigError(f"data.dataset must be cifar10, idx or images, got {self.dataset!r}")
         if self.split not in SPLITS:
             raise ConfigError(f"data.split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if self.n_val < 1:
@@ -196,9 +200,9 @@ def standardize(X: np.ndarray, mean, std, dtype="float32", chunk: int = 1024) ->
 def split_raw(raw: RawData, split: str = "all", n_val: int = 5000):
     """Raw uint8 ``(X, y)`` for train, val and test, as views where possible."""
     b = raw.batches
-    if raw.layout == "idx":
+    if raw.layout in ("idx", "images"):
         if split != "all":
-            raise ConfigError(f"split {split!r} is CIFAR-10 only; use split='all' for IDX data")
+            raise ConfigError(f"split {split!r} is CIFAR-10 only; use split='all' for {raw.layout} data")
         X, y = b["train"]
         test = b["test"]
     elif split == "batch1":
@@ -234,6 +238,12 @@ def load_raw(config: DataConfig, root=None, progress=None) -> RawData:
         if root is None:
             raise ConfigError("data.path (or --data) must name the folder of IDX files")
         return load_idx_folder(root)
+    if config.dataset == "images":
+        from .images import load_image_folder
+
+        if root is None:
+            raise ConfigError("data.path (or --data) must name the image folder (one sub-folder per class)")
+        return load_image_folder(root, config.image_shape or (3, 32, 32))
     names = ("data_batch_1", "data_batch_2", "test_batch") if config.split == "batch1" else None
     kwargs = {"batches": names} if names else {}
     return load_cifar10(root, config.layout, download_missing=config.download, progress=progress, **kwargs)
