@@ -158,8 +158,15 @@ def _evaluation_data(args, first: Path, width: int, n_classes: int):
     raw = load_raw(cfg, Path(args.data) if args.data else None)
     splits = dict(zip(("train", "val", "test"), split_raw(raw, cfg.split, cfg.n_val), strict=True))
     X, y = splits[args.split]
-    X = check_rows(X, f"{raw.source} ({args.split} split)", width)
-    y = check_labels(y, f"{raw.source} ({args.split} split)", n_classes, len(X))
+    where = f"{raw.source} ({args.split} split)"
+    if X.ndim == 2 and X.shape[1] != width:
+        raise DataError(
+            where,
+            f"rows have {X.shape[1]} features, the model expects {width}; evaluate its run folder (whose "
+            "config.toml names the data) or give --rows X.npy --labels y.npy",
+        )
+    X = check_rows(X, where, width)
+    y = check_labels(y, where, n_classes, len(X))
     return X, y, f"{args.split} split of {raw.source}"
 
 
