@@ -80,6 +80,7 @@ def test_graph_structure_and_metadata(trained):
     m = load_model(model_file(trained[3, True]))
     proto = onnx_model(m)
     assert proto.opset_import[0].version >= 17 and OPSET >= 17
+    assert proto.ir_version == 8  # the oldest the opset allows: onnxruntime 1.17 reads it
     ops = [n.op_type for n in proto.graph.node]
     assert ops == ["Sub", "Mul", "Gemm", "Relu", "Gemm", "Relu", "Gemm", "Softmax"]  # no BatchNormalization
     assert [i.name for i in proto.graph.input] == ["pixels"]

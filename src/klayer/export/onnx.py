@@ -123,7 +123,8 @@ def onnx_model(model, opset: int = OPSET, image_shape=None):
             f"{' with batch norm (folded)' if cfg.batch_norm else ''}: raw features in, class probabilities out"
         ),
     )
-    m.ir_version = min(m.ir_version, 10)  # readable by onnxruntime releases of the last two years
+    # the oldest IR version the opset allows (8 for opset 17), so that older runtimes read the file
+    m.ir_version = helper.find_min_ir_version_for(list(m.opset_import))
     meta = {"classes": json.dumps(list(model.classes)), "klayer_version": __version__}
     shape = image_shape or model.meta.get("image_shape")
     if shape is None:
