@@ -420,7 +420,7 @@ def test_running_averages_move_by_one_minus_bn_alpha(rng):
 
     data = tiny_dataset(rng)
     tr = Trainer([small_config(bn_alpha=0.7)], data)
-    for k, v in tr.stack.bn_state.items():
+    for v in tr.stack.bn_state.values():
         v[...] = rng.uniform(0.5, 2.0, v.shape)
     before = {k: v.copy() for k, v in tr.stack.bn_state.items()}
     X, _ = tr.batch()

@@ -7,7 +7,6 @@ error, 130 interrupted (a checkpoint was written; ``--resume`` continues).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -118,59 +117,6 @@ def cmd_lr_range(args) -> int:
     return 0
 
 
-# -- evaluate / predict ------------------------------------------------------------------------
-def _model_path(path: Path) -> Path:
-    return path / "model.safetensors" if path.is_dir() else path
-
-
-def cmd_evaluate(args) -> int:
-    from .config import ExperimentConfig, load_experiment
-    from .data.prepare import load_raw, split_raw
-    from .runs import load_model
-
-    path = Path(args.model)
-    model = load_model(_model_path(path))
-    network, mean = model.network, model.mean
-    if path.is_dir() and (path / "config.toml").is_file():
-        data_cfg = load_experiment(path / "config.toml").data
-    else:
-        data_cfg = ExperimentConfig().data
-    raw = load_raw(data_cfg, _data_root(args))
-    splits = dict(zip(("train", "val", "test"), split_raw(raw, data_cfg.split, data_cfg.n_val), strict=True))
-    X, y = splits[args.split]
-    if mean is None:
-        raise KlayerError(f"{path}: model has no standardization statistics")
-    res = network.evaluate(X, y, lam=args.lam, prep=model.features)
-    res.update({"split": args.split, "n": len(y)})
-    print(
-        json.dumps(res)
-        if args.json
-        else f"{args.split}: accuracy {res['accuracy']:.4f}, loss {res['loss']:.4f} on {len(y)} images"
-    )
-    return 0
-
-
-def cmd_predict(args) -> int:
-    import io
-
-    from .data.validate import check_rows, load_npy
-    from .io import atomic_write
-    from .runs import load_model
-
-    model = load_model(_model_path(Path(args.model)))
-    X = check_rows(load_npy(args.rows), args.rows, model.network.config.input_size)
-    P = model.predict_proba(X)
-    if args.out:
-        buf = io.BytesIO()
-        np.save(buf, P)
-        atomic_write(args.out, buf.getvalue())
-    names = model.classes
-    for i, p in enumerate(P[: args.show]):
-        c = int(p.argmax())
-        print(f"{i}\t{names[c]}\t{p[c]:.4f}")
-    return 0
-
-
 # -- gradcheck / sanity ------------------------------------------------------------------------
 def cmd_gradcheck(args) -> int:
     from .data.cifar10 import default_data_dir
@@ -276,21 +222,6 @@ def build_parser() -> argparse.ArgumentParser:
     data_arg(lr)
     lr.set_defaults(func=cmd_lr_range)
 
-    e = sub.add_parser("evaluate", help="evaluate a saved model on a split")
-    e.add_argument("model", help="run folder or model.safetensors")
-    e.add_argument("--split", choices=("train", "val", "test"), default="test")
-    e.add_argument("--lam", type=nonneg_float, default=0.0, help="lam for the reported cost (>= 0)")
-    e.add_argument("--json", action="store_true")
-    data_arg(e)
-    e.set_defaults(func=cmd_evaluate)
-
-    pr = sub.add_parser("predict", help="class probabilities for the rows of a .npy file")
-    pr.add_argument("model", help="run folder or model.safetensors")
-    pr.add_argument("rows", help=".npy array (N, d) of raw features, e.g. CIFAR pixels 0..255")
-    pr.add_argument("--out", metavar="PROBS.npy", help="save the (N, C) probabilities")
-    pr.add_argument("--show", type=nonneg_int, default=20, metavar="N", help="rows to print (default 20)")
-    pr.set_defaults(func=cmd_predict)
-
     g = sub.add_parser("gradcheck", help="analytic against numerical gradients, as a table")
     g.add_argument(
         "--hidden",
@@ -331,8 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     data_arg(s)
     s.set_defaults(func=cmd_sanity)
 
+    from .inference import add_commands as add_model_commands  # evaluate, predict, export
     from .suite import add_commands  # reproduce and report
 
+    add_model_commands(sub, data_arg)
     add_commands(sub, data_arg)
     from .learn.cli import add_commands as add_learn_commands  # vectors and check
 

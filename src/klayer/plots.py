@@ -77,6 +77,52 @@ def plot_curves(
     return Path(path)
 
 
+__all__ += ["plot_confusion", "png_thumbnail"]
+
+
+def plot_confusion(cm, classes, path, title: str = "") -> Path:
+    """The confusion matrix as a heat map: rows the true class, columns the predicted class,
+    coloured by the fraction of each true class (a row sums to 1), with the counts written in."""
+    import numpy as np
+
+    plt = _pyplot()
+    cm = np.asarray(cm)
+    C = len(classes)
+    frac = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    size = max(4.5, 0.45 * C + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size), dpi=100)
+    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(C), [str(c) for c in classes], rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(C), [str(c) for c in classes], fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if C <= 20:
+        for i in range(C):
+            for j in range(C):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if frac[i, j] > 0.5 else "black")  # fmt: skip
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    ax.set_title(title or f"confusion matrix ({cm.sum()} images)")
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return Path(path)
+
+
+def png_thumbnail(image, scale: int = 2) -> bytes:
+    """PNG bytes of an ``(H, W, 3)`` or ``(H, W)`` uint8 image, enlarged ``scale`` times (nearest
+    neighbour, so the pixels stay visible), for an HTML gallery."""
+    import io
+
+    import numpy as np
+    from matplotlib.image import imsave
+
+    a = np.repeat(np.repeat(np.asarray(image, np.uint8), scale, axis=0), scale, axis=1)
+    buf = io.BytesIO()
+    imsave(buf, a, format="png", cmap="gray" if a.ndim == 2 else None, vmin=0, vmax=255)
+    return buf.getvalue()
+
+
 def plot_diagnostics(rows: list[dict], path, title: str = "") -> Path:
     """Per-layer std of ``S_l``, dead-unit fraction and relative gradient size against the step."""
     plt = _pyplot()

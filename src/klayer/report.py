@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .errors import KlayerError
 from .io import atomic_write
+from .report_parts import Link, slug
 
 __all__ = ["build_report", "reported_values"]
 
@@ -67,6 +68,18 @@ class _Doc:
     def __init__(self, root: Path):
         self.root = root
         self.blocks: list[tuple] = []
+        self.appendix: list[tuple[str, _Doc]] = []  # at the end; folded away in HTML
+
+    def appendix_section(self, title: str) -> _Doc:
+        """A part that goes to the appendix (``<details>`` in HTML): long tables."""
+        child = _Doc(self.root)
+        self.appendix.append((title, child))
+        return child
+
+    def gallery(self, items: list[tuple[bytes, str]], caption: str):
+        """PNG thumbnails with captions (a table of the captions in Markdown)."""
+        if items:
+            self.blocks.append(("gallery", items, caption))
 
     def h(self, level: int, text: str):
         self.blocks.append(("h", level, text))
@@ -75,7 +88,7 @@ class _Doc:
         self.blocks.append(("p", text))
 
     def table(self, header: list[str], rows: list[list]):
-        self.blocks.append(("table", header, [[str(c) for c in r] for r in rows]))
+        self.blocks.append(("table", header, [[c if isinstance(c, Link) else str(c) for c in r] for r in rows]))
 
     def img(self, path: Path, caption: str):
         if Path(path).is_file():
@@ -91,39 +104,75 @@ class _Doc:
             elif b[0] == "table":
                 out.append("| " + " | ".join(b[1]) + " |")
                 out.append("|" + "---|" * len(b[1]))
-                out += ["| " + " | ".join(r) + " |" for r in b[2]]
+                out += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in b[2]]
+            elif b[0] == "gallery":
+                out.append(f"{b[2]} (thumbnails in report.html):")
+                out.append("")
+                out.append("| # | mistake |")
+                out.append("|---|---|")
+                out += [f"| {i + 1} | {cap} |" for i, (_, cap) in enumerate(b[1])]
             else:
                 rel = Path(b[1]).resolve().relative_to(self.root.resolve()) if _under(b[1], self.root) else b[1]
                 out.append(f"![{b[2]}]({rel})")
             out.append("")
+        if self.appendix:
+            out += ["## Appendix", ""]
+            for title, child in self.appendix:
+                out += [f"### {title}", "", child.markdown()]
         return "\n".join(out)
 
-    def html(self) -> str:
+    def _body(self) -> list[str]:
         body = []
         for b in self.blocks:
             if b[0] == "h":
-                body.append(f"<h{b[1]}>{html.escape(b[2])}</h{b[1]}>")
+                body.append(f'<h{b[1]} id="{slug(b[2])}">{html.escape(b[2])}</h{b[1]}>')
             elif b[0] == "p":
                 body.append(f"<p>{html.escape(b[1])}</p>")
             elif b[0] == "table":
                 head = "".join(f"<th>{html.escape(c)}</th>" for c in b[1])
-                rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in b[2])
+                rows = "".join("<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in r) + "</tr>" for r in b[2])
                 body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            elif b[0] == "gallery":
+                figs = "".join(
+                    f'<figure><img src="data:image/png;base64,{base64.b64encode(png).decode()}" '
+                    f'alt="{html.escape(cap)}"><figcaption>{html.escape(cap)}</figcaption></figure>'
+                    for png, cap in b[1]
+                )
+                body.append(f'<p>{html.escape(b[2])}</p><div class="gallery">{figs}</div>')
             else:
                 data = base64.b64encode(Path(b[1]).read_bytes()).decode()
                 body.append(
                     f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(b[2])}">'
                     f"<figcaption>{html.escape(b[2])}</figcaption></figure>"
                 )
+        return body
+
+    def html(self) -> str:
+        body = self._body()
+        if self.appendix:
+            body.append('<h2 id="appendix">Appendix</h2>')
+            for title, child in self.appendix:
+                body.append(f"<details><summary>{html.escape(title)}</summary>{''.join(child._body())}</details>")
         style = (
             "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;"
             "font-size:13px;text-align:right}th{background:#eee}img{max-width:100%}figure{margin:1em 0}"
+            ".gallery{display:flex;flex-wrap:wrap;gap:10px}.gallery figure{margin:0;width:120px;font-size:11px;"
+            "text-align:center}.gallery img{width:96px;height:96px;image-rendering:pixelated}"
+            "summary{cursor:pointer;font-weight:bold;margin:.5em 0}"
         )
         return (
             f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>klayer report</title>"
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
         )
+
+
+def _md_cell(c) -> str:
+    return f"[{c.text}](#{c.anchor})" if isinstance(c, Link) else c
+
+
+def _html_cell(c) -> str:
+    return f'<a href="#{c.anchor}">{html.escape(c.text)}</a>' if isinstance(c, Link) else html.escape(c)
 
 
 def _under(path, root) -> bool:
@@ -171,17 +220,18 @@ def _gradcheck(doc: _Doc, sdir: Path, study: dict, ref: dict):
     doc.table(["depth", "batch norm", "batch", "lam", "max rel error", "max abs error", "tol 1e-7"], rows)
     doc.p(
         "Reference reports: relative errors between 1e-5 and 1e-10 (001, tables 1-4), with a bias in front "
-        "of batch norm misread as a failure (003)."
+        "of batch norm misread as a failure (003). The per-parameter tables are in the appendix."
     )
+    app = doc.appendix_section("Gradient checks: relative error per parameter and step size h")
     for t in g["tables"]:
         if t["batch"] != max(x["batch"] for x in g["tables"]) or t["lam"] != g["tables"][0]["lam"]:
             continue
-        doc.h(
+        app.h(
             4,
             f"{t['depth']} layers, {'with' if t['batch_norm'] else 'without'} batch norm, batch {t['batch']}, "
             f"lam {t['lam']}",
         )
-        doc.table(
+        app.table(
             ["param", "err", *[f"h={h:.0e}" for h in t["hs"]]],
             [[r["name"], r["kind"], *[f"{e:.2e}" for e in r["errors"]]] for r in t["rows"]],
         )
@@ -360,12 +410,15 @@ def _collect(paths: list[Path]):
     return studies, loose
 
 
-def build_report(paths, out=None) -> tuple[Path, Path]:
+def build_report(paths, out=None, data_root=None) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` into ``out`` (default: the first path).
 
     Every path must be a reproduce folder (with ``suite.json`` or study folders), a study folder
     (``study.json``) or a run folder (``results.json``); otherwise KlayerError, and nothing is
-    written."""
+    written. ``data_root`` is where the headline run's test images are read (default: as its
+    config says, else ``$KLAYER_DATA``); without them the confusion matrix and gallery are left out."""
+    from . import report_parts as parts
+
     paths = [Path(p) for p in paths]
     if not paths:
         raise KlayerError("no folders to report on")
@@ -384,8 +437,10 @@ def build_report(paths, out=None) -> tuple[Path, Path]:
             f"wall time {suite['wall_seconds'] / 60:.1f} min (estimated {suite['estimated_seconds'] / 60:.1f} min). "
             f"'inside': our mean within the reported values' range, with {100 * SLACK:.1f} points of slack."
         )
+    summary_at, loaded = len(doc.blocks), []
     for sdir in studies:
         study = _read_json(sdir / "study.json")
+        loaded.append((sdir, study))
         doc.h(2, study["name"])
         if study.get("description"):
             doc.p(study["description"])
@@ -396,6 +451,8 @@ def build_report(paths, out=None) -> tuple[Path, Path]:
             _sanity(doc, sdir, study, ref, figdir)
         elif kind == "runs":
             _runs(doc, sdir, study, ref)
+            runs = {x: [sdir / e["run"] for e in study["runs"] if e["experiment"] == x] for x in study["experiments"]}
+            parts.add_overlay(doc, figdir, study["name"], runs)
         elif kind == "search":
             _search(doc, sdir, study, ref, figdir)
         elif kind == "grid":
@@ -417,6 +474,9 @@ def build_report(paths, out=None) -> tuple[Path, Path]:
         doc.table(["run", "status", "test accuracy", "final val accuracy", "s/epoch"], rows)
         for d in loose:
             doc.img(d / "accuracy.png", f"{d.name}: accuracy")
+        parts.add_overlay(doc, figdir, "runs", {d.name: [d] for d in loose})
+    parts.add_headline(doc, figdir, loaded, loose, data_root)
+    parts.add_summary(doc, summary_at, loaded, loose, ref)
     md, htm = out / "report.md", out / "report.html"
     atomic_write(md, doc.markdown())
     atomic_write(htm, doc.html())

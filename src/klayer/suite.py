@@ -406,7 +406,7 @@ def reproduce(
     if report:
         from .report import build_report
 
-        md, html = build_report([out], out)
+        md, html = build_report([out], out, data_root)
         log(f"report: {md} and {html}")
     log(f"klayer reproduce: done in {wall / 60:.1f} min (estimated {est / 60:.1f} min)")
     return out
@@ -421,7 +421,7 @@ def cmd_reproduce(args) -> int:
 def cmd_report(args) -> int:
     from .report import build_report
 
-    md, html = build_report([Path(p) for p in args.paths], Path(args.out) if args.out else None)
+    md, html = build_report([Path(p) for p in args.paths], Path(args.out) if args.out else None, args.data)
     print(f"{md}\n{html}")
     return 0
 
@@ -442,4 +442,5 @@ def add_commands(sub, data_arg) -> None:
     p = sub.add_parser("report", help="build report.md and report.html from saved runs (no training)")
     p.add_argument("paths", nargs="+", help="a reproduce folder, study folders or run folders")
     p.add_argument("--out", help="folder for the report (default: the first path)")
+    data_arg(p)  # the headline run's test images, for its confusion matrix and gallery
     p.set_defaults(func=cmd_report)

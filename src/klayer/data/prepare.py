@@ -44,28 +44,35 @@ class DataConfig:
 
     Attributes
     ----------
-    dataset : ``"cifar10"`` or ``"idx"`` (a folder of MNIST-style files).
+    dataset : ``"cifar10"``, ``"idx"`` (a folder of MNIST-style files) or ``"images"`` (an image
+        folder, one sub-folder per class: :mod:`klayer.data.images`).
     path : data folder, batches folder or archive (a non-empty string); None means ``--data``,
-        ``$KLAYER_DATA`` or the user cache. Required for ``dataset = "idx"`` unless ``--data``
-        is given.
+        ``$KLAYER_DATA`` or the user cache. Required for ``dataset = "idx"`` or ``"images"`` unless
+        ``--data`` is given.
     layout : CIFAR-10 layout, ``"auto"``, ``"python"``, ``"binary"`` or ``"matlab"``.
     split : ``"all"`` or ``"batch1"`` (CIFAR-10 only).
     n_val : validation images taken from the end of the training data under ``split="all"``,
         at least 1 (and fewer than the training images, checked when the data is loaded).
     download : fetch CIFAR-10 (verified md5) when it is not found.
+    image_shape : ``[channels, height, width]`` images are resized to (``"images"`` only;
+        default ``[3, 32, 32]``).
     """
 
-    dataset: Literal["cifar10", "idx"] = "cifar10"
+    dataset: Literal["cifar10", "idx", "images"] = "cifar10"
     path: Annotated[Text, Field(min_length=1)] | None = None
     layout: Literal["auto", "python", "binary", "matlab"] = "auto"
     split: Literal["all", "batch1"] = "all"
     n_val: Annotated[Int, Field(ge=1)] = 5000
     download: Bool = True
+    image_shape: tuple[Annotated[Int, Field(ge=1, le=4096)], ...] | None = None
 
     @model_validator(mode="after")
     def _cross(self):
-        if self.dataset == "idx" and self.split != "all":
-            fail(f"`split` {self.split!r} is CIFAR-10 only; IDX data takes split = 'all'")
+        if self.dataset != "cifar10" and self.split != "all":
+            fail(f"`split` {self.split!r} is CIFAR-10 only; {self.dataset} data takes split = 'all'")
+        if self.image_shape is not None and (self.dataset != "images" or len(self.image_shape) != 3
+                                             or self.image_shape[0] not in (1, 3)):  # fmt: skip
+            fail("`image_shape` is [channels (1 or 3), height, width], for dataset = 'images' only")
         return self
 
     def to_dict(self) -> dict:
@@ -197,9 +204,9 @@ def standardize(X: np.ndarray, mean, std, dtype="float32", chunk: int = 1024) ->
 def split_raw(raw: RawData, split: str = "all", n_val: int = 5000):
     """Raw uint8 ``(X, y)`` for train, val and test, as views where possible."""
     b = raw.batches
-    if raw.layout == "idx":
+    if raw.layout in ("idx", "images"):
         if split != "all":
-            raise ConfigError(f"split {split!r} is CIFAR-10 only; use split='all' for IDX data")
+            raise ConfigError(f"split {split!r} is CIFAR-10 only; use split='all' for {raw.layout} data")
         X, y = b["train"]
         test = b["test"]
     elif split == "batch1":
@@ -235,6 +242,12 @@ def load_raw(config: DataConfig, root=None, progress=None) -> RawData:
         if root is None:
             raise ConfigError("data.path (or --data) must name the folder of IDX files")
         return load_idx_folder(root)
+    if config.dataset == "images":
+        from .images import load_image_folder
+
+        if root is None:
+            raise ConfigError("data.path (or --data) must name the image folder (one sub-folder per class)")
+        return load_image_folder(root, config.image_shape or (3, 32, 32))
     names = ("data_batch_1", "data_batch_2", "test_batch") if config.split == "batch1" else None
     kwargs = {"batches": names} if names else {}
     return load_cifar10(root, config.layout, download_missing=config.download, progress=progress, **kwargs)

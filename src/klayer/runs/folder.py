@@ -10,7 +10,9 @@
   with the architecture in its metadata and a SHA-256 per tensor (:mod:`klayer.runs.model`);
 - ``checkpoint.safetensors`` (and its previous slot) while the run is unfinished
   (:mod:`klayer.runs.checkpoint`);
-- ``cost.png``, ``loss.png``, ``accuracy.png``; ``diagnostics.csv`` and ``diagnostics.png`` when
+- ``cost.png``, ``loss.png``, ``accuracy.png``, ``confusion.png`` (the test set's confusion matrix;
+  per-class accuracy, precision and recall are in ``results.json``); ``diagnostics.csv`` and
+  ``diagnostics.png`` when
   diagnostics are on;
 - ``snapshots/cycle<c>.safetensors`` with ``train.snapshots``: the model at the end of every cycle
   (where a cyclical learning rate is at its minimum), and the snapshot ensemble's test accuracy
@@ -196,12 +198,17 @@ class RunFolder(Callback):
             write_rows(out / "diagnostics.csv", rows, float_format=".6g")
             plot_diagnostics(rows, out / "diagnostics.png", title=res["name"])
         if res["status"] == "complete":
+            from ..inference import evaluate_run
+
+            res.update(evaluate_run(out, trainer.network(i), trainer.data, trainer.tc.dtype, res["name"]))
+            extra = {"name": res["name"], "test_accuracy": res["test_accuracy"]}
+            extra["image_shape"] = list(trainer.data.image_shape or [])
             save_model(
                 out / "model.safetensors",
                 trainer.network(i),
                 trainer.data.mean,
                 trainer.data.std,
-                {"name": res["name"], "test_accuracy": res["test_accuracy"]},
+                extra,
                 classes=trainer.data.classes,
             )
         plot_history(trainer.history[i], out, title=res["name"])

@@ -35,6 +35,7 @@ OUTPUTS = (
     "cost.png",
     "loss.png",
     "accuracy.png",
+    "confusion.png",
 )
 
 
