@@ -101,6 +101,32 @@ def test_cost_is_summed_in_float64():
     assert isinstance(J, float)
 
 
+def test_numerical_gradients_are_centred_differences_at_h_and_half_h(rng):
+    net = network(rng, 5, (4,), True)
+    X, y = data(rng, 6, d=5)
+    idx = {n: np.arange(min(p.size, 7)) for n, p in net.params.items()}
+    before = {n: p.copy() for n, p in net.params.items()}
+    num = numerical_gradients(net.params, X, y, net.config, 0.1, idx, (1e-4, 1e-6))
+    assert num.hs == (1e-6, 1e-4) and num.eps == np.finfo(np.float64).eps and num.indices == idx
+    assert num.J == cost_and_pattern(net.params, X, y, net.config, 0.1)[0]
+    assert all(np.array_equal(before[n], p) for n, p in net.params.items())  # copied, never modified
+    work = {n: p.copy() for n, p in net.params.items()}
+
+    def f():
+        return cost_and_pattern(work, X, y, net.config, 0.1)
+
+    for k, h in enumerate(num.hs):
+        full, kinked = centred_differences(f, work["gamma1"], idx["gamma1"], h)
+        half, kinked_half = centred_differences(f, work["gamma1"], idx["gamma1"], h / 2)
+        np.testing.assert_array_equal(num.values["gamma1"][k], full)
+        np.testing.assert_array_equal(num.halves["gamma1"][k], half)
+        np.testing.assert_array_equal(num.usable["gamma1"][k], ~kinked & ~kinked_half)
+    # in float32, every forward pass is float32: round-off is far larger than in float64
+    num32 = numerical_gradients(net.params, X, y, net.config, 0.1, idx, (1e-4, 1e-6), numeric_dtype="float32")
+    assert num32.eps == np.finfo(np.float32).eps
+    assert np.abs(num32.values["W1"][0] - num.values["W1"][0]).max() > 1e-5
+
+
 def numerical(values, halves=None, usable=None, hs=(1e-6, 1e-5, 1e-4), J=1.0, eps=1e-16, name="W1"):
     """A hand-made Numerical for one parameter: values and halves are (len(hs), n) arrays."""
     values = np.asarray(values, float)
@@ -117,9 +143,9 @@ def judge_one(ga, num, tol=1e-7, config=LINEAR):
     """Judge ``ga`` for W1 of LINEAR (4 entries), with a b1 whose check is trivially exact."""
     n = num.values["W1"].shape[0]
     num.indices["b1"] = np.arange(2)
-    num.values["b1"] = num.halves["b1"] = np.ones((n, 2))
+    num.values["b1"] = num.halves["b1"] = np.full((n, 2), 4.0)  # its layer's scale G_l is 4
     num.usable["b1"] = np.ones((n, 2), bool)
-    rows = judge({"W1": np.reshape(ga, (2, 2)), "b1": np.ones(2)}, num, config, tol)
+    rows = judge({"W1": np.reshape(ga, (2, 2)), "b1": np.full(2, 4.0)}, num, config, tol)
     return rows[0]
 
 
@@ -138,10 +164,17 @@ def test_h_star_has_the_smallest_noise_among_well_covered_steps():
     noise = np.array([[1e-9], [1e-12], [1e-11]])
     num = numerical([true] * 3, halves=true + noise)
     assert judge_one(true, num).best == 1
-    # a step with fewer than half the entries usable is not considered, however quiet
-    usable = np.array([[1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 0, 0]], bool)
-    row = judge_one(true, numerical([true] * 3, halves=true + noise, usable=usable))
-    assert row.best == 2 and row.n_checked == 2
+    # a step where fewer than 90% as many entries are usable as at the best-covered one is not considered
+    ga = np.arange(1.0, 11.0) / 100
+    usable = np.ones((3, 10), bool)
+    usable[1, :2] = usable[2, :1] = False  # 8 and 9 of 10 entries usable
+    num = numerical([ga] * 3, halves=ga + noise, usable=usable)
+    config = NetworkConfig(5, (), 2, False)  # W1 (2, 5): 10 entries
+    num.indices["b1"], num.values["b1"] = np.arange(2), np.ones((3, 2))
+    num.halves["b1"], num.usable["b1"] = np.ones((3, 2)), np.ones((3, 2), bool)
+    row = judge({"W1": ga.reshape(2, 5) / 10, "b1": np.ones(2)}, num, config, 1e-7)[0]
+    assert row.best == 2 and row.n_checked == 9 and row.n_total == 10
+    assert row.scale == 0.1  # from the usable numerical entries (the analytic ones are 10 times smaller)
 
 
 def test_round_off_bounds_the_noise_from_below():
@@ -181,6 +214,35 @@ def test_analytic_round_off_bounds_the_resolution():
     assert row.status == "noisy"
 
 
+@pytest.mark.parametrize("change, status", [(2.0**-4, "ok"), (2.0**-3, "refused"), (0.75 * 2.0**-2, "refused")])
+def test_resolution_of_one_means_nothing_is_tested(change, status):
+    """r_p = 2 nu / s_p: at 1 a wrong gradient could hide in the noise, so the check refuses."""
+    true = np.array([0.25, 0.25, 0.25, 0.25])
+    num = numerical([true, true], halves=[true + 1, true + change], hs=(1e-5, 1e-4))
+    row = judge_one(true, num, tol=1.0)
+    assert row.status == status and row.kind == ("rel" if status == "ok" else "abs")
+    assert row.resolution == 2 * change / 0.25
+
+
+def test_a_gradient_that_is_zero_everywhere_is_refused():
+    zero = np.zeros(4)
+    row = judge_one(zero, numerical([zero, zero], hs=(1e-5, 1e-4), J=1.0, eps=2.0**-40))
+    assert row.status == "refused" and row.resolution == np.inf and row.scale == 0
+    b_zero = NetworkConfig(2, (), 2, False)
+    num = numerical([zero, zero], hs=(1e-5, 1e-4), J=1.0, eps=2.0**-40)
+    num.indices["b1"], num.values["b1"], num.halves["b1"] = np.arange(2), np.zeros((2, 2)), np.zeros((2, 2))
+    num.usable["b1"] = np.ones((2, 2), bool)
+    rows = judge({"W1": np.zeros((2, 2)), "b1": np.zeros(2)}, num, b_zero, 1e-7)
+    assert rows[0].unit == 1.0 and rows[0].bound == 2 * 2.0**-40 / 1e-4  # the noise, in absolute terms
+
+
+def test_a_missing_gradient_fails_rather_than_refuses():
+    """An analytic gradient of 0 where the numerical one is not: the scale comes from gn too."""
+    true = np.array([0.1, 0.2, 0.3, 0.4])
+    row = judge_one(np.zeros(4), numerical([true, true], hs=(1e-5, 1e-4)))
+    assert row.status == "fail" and row.scale == 0.4 and row.errors[row.best] == 1.0
+
+
 def test_gradient_at_the_noise_level_is_refused():
     """A weight matrix whose true gradient is below what the check resolves tests nothing."""
     tiny = np.array([1e-12, -1e-12, 0.0, 1e-12])
@@ -208,6 +270,7 @@ def test_bias_in_front_of_batch_norm_is_judged_in_absolute_terms(rng):
     report = check_gradients(net, X, y, 0.0, rng, hs=HS, max_entries=10)
     rows = {r.name: r for r in report.rows}
     assert rows["b1"].kind == rows["b2"].kind == "abs" and rows["b1"].passed
+    assert rows["b1"].bound >= 100 * np.finfo(np.float64).eps  # the noise, not tol times a round-off
     assert rows["b3"].kind == rows["W1"].kind == rows["gamma1"].kind == "rel"
     # abs rows are divided by the largest gradient of their layer
     assert rows["b1"].unit == max(rows[n].scale for n in ("W1", "b1", "gamma1", "beta1"))
@@ -220,10 +283,66 @@ def test_entries_hold_the_largest_gradient_and_a_seeded_rest():
     g = np.zeros((30, 20))
     g[17, 3] = -5.0
     idx = gc._entries(g, 12, np.random.default_rng(0))
-    assert len(idx) == len(np.unique(idx)) == 12 and 17 * 20 + 3 in idx and np.all(np.diff(idx) > 0)
-    assert idx.max() < g.size
+    assert len(idx) == 12 and 17 * 20 + 3 in idx and np.all(np.diff(idx) > 0)
     assert np.array_equal(idx, gc._entries(g, 12, np.random.default_rng(0)))
-    assert np.array_equal(gc._entries(g[:2, :3], 6, np.random.default_rng(0)), np.arange(6))
+    for seed in range(40):  # small arrays: every draw stays in range, unique, with the largest entry
+        small = np.random.default_rng(seed).standard_normal(6)
+        idx = gc._entries(small, 5, np.random.default_rng(seed))
+        assert len(set(idx)) == 5 and idx.min() >= 0 and idx.max() < 6 and np.argmax(np.abs(small)) in idx
+
+
+def test_entries_of_a_small_array_are_all_of_them_and_draw_nothing():
+    rng = np.random.default_rng(0)
+    assert np.array_equal(gc._entries(np.ones((2, 3)), 6, rng), np.arange(6))
+    assert np.array_equal(gc._entries(np.ones((2, 3)), 7, rng), np.arange(6))
+    assert rng.random() == np.random.default_rng(0).random()
+
+
+GOLDEN = """\
+hidden=[3], note=biases jittered
+param    err      checked    h=1e-06    h=1e-05    bound
+--------------------------------------------------------
+W1       rel      4/6      2.00e-08   1.00e-09*  1.0e-07
+b1       abs      3/3      1.50e-12*      kink   2.0e-11
+gamma1   rel      2/3      3.00e-03*  5.00e-01   1.0e-07  FAIL
+beta1    rel      3/3      1.00e-06   2.00e-07*  1.0e-07  NOISY
+W2       rel      0/6          kink*      kink   1.0e-07  KINKS
+* = the step each parameter is judged at (most accurate numerically): FAIL (gamma1; beta1: the check resolves \
+4.0e-07 > tol; add smaller --h or raise --tol; W2: every step crossed a ReLU kink, use smaller --h)
+rel = max|ga-gn| / the parameter's largest gradient entry; abs = max|ga-gn| / its layer's largest, where the true \
+gradient is 0; bound = tol=1e-07 (rel) or the check's noise (abs)"""
+
+
+def golden_report(extra=()):
+    nan = float("nan")
+    rows = [
+        gc.GradcheckRow("W1", "rel", [2e-8, 1e-9], 1, 1e-7, 1e-9, "ok", False, 4, 6, 0.5, 0.5),
+        gc.GradcheckRow("b1", "abs", [1.5e-12, nan], 0, 2e-11, 50.0, "ok", True, 3, 3, 1e-15, 0.5),
+        gc.GradcheckRow("gamma1", "rel", [3e-3, 0.5], 0, 1e-7, 1e-9, "fail", False, 2, 3, 0.2, 0.2),
+        gc.GradcheckRow("beta1", "rel", [1e-6, 2e-7], 1, 1e-7, 4e-7, "noisy", False, 3, 3, 0.1, 0.1),
+        gc.GradcheckRow("W2", "rel", [nan, nan], 0, 1e-7, np.inf, "kinks", False, 0, 6, 0.3, 0.3),
+        *extra,
+    ]
+    return gc.GradcheckReport((1e-6, 1e-5), rows, 1e-7, {"hidden": [3], "note": "biases jittered"})
+
+
+def test_the_table_reads_as_documented():
+    report = golden_report()
+    assert report.format_table() == GOLDEN.replace("\\\n", "")
+    assert report.failures()[0] == "gamma1" and report.refused is None and not report.passed
+    ok = gc.GradcheckReport((1e-6,), golden_report().rows[:2], 1e-7, {})
+    assert ok.passed and ok.verdict() == "PASS" and ok.failures() == []
+
+
+def test_a_refused_parameter_names_itself_and_the_fix():
+    dead = gc.GradcheckRow("W3", "abs", [1e-13, 1e-13], 0, 1e-12, 2.5, "refused", False, 5, 5, 4e-13, 0.5)
+    report = golden_report([dead])
+    assert report.refused == (
+        "W3's gradient (largest entry 4.0e-13) is at the check's noise level (1.0e-12), so nothing is tested: "
+        "its true gradient is (almost) 0 at this point; try another --seed"
+    )
+    assert report.verdict() == f"REFUSED: {report.refused}" and not report.passed
+    assert report.format_table().splitlines()[8].endswith("  REFUSED")
 
 
 # -- degenerate configurations ---------------------------------------------------------------------
@@ -240,6 +359,13 @@ def test_refusal_reasons(rng):
     assert "--features 2 or more" in refusal(network(rng, 1, (3,), True).params, X[:, :1], one)
     narrow = NetworkConfig(4, (1, 3), 2, True)
     assert "W2 has a single input" in refusal(network(rng, 4, (1, 3), True).params, X, narrow)
+    merged = {"W1": np.eye(2), "b1": np.zeros(2), "gamma1": np.ones(2), "beta1": np.zeros(2)}
+    merged |= {"W2": np.ones((3, 2)), "b2": np.zeros(3), "gamma2": np.ones(3), "beta2": np.zeros(3)}
+    merged |= {"W3": np.ones((2, 3)), "b3": np.zeros(2)}
+    X3 = np.array([[-1.0, -2.0], [-2.0, -1.0], [5.0, 5.0]])  # distinct, but both dead after layer 1
+    reason = refusal(merged, X3, NetworkConfig(2, (2, 3), 2, True))
+    assert reason.startswith("the ReLUs of layer 1 leave 2 distinct rows for the batch norm of layer 2")
+    assert refusal(merged, X3, NetworkConfig(2, (2, 3), 2, False)) is None
     dead = {"W1": -np.ones((3, 4)), "b1": np.zeros(3), "W2": np.ones((2, 3)), "b2": np.zeros(2)}
     reason = refusal(dead, np.abs(X) + 0.1, NetworkConfig(4, (3,), 2, False))
     assert reason.startswith("every ReLU of layer 1 is 0") and "--seed" in reason
@@ -269,21 +395,41 @@ def test_exact_relu_kinks_are_detected_and_avoided():
     assert exact_kinks(params, X, config) == 9
     moved, kinks = differentiable_point(params, X, config, np.random.default_rng(0))
     assert kinks == 9 and exact_kinks(moved, X, config) == 0 and moved["W1"] is params["W1"]
+    jitter = 1e-3 * np.random.default_rng(0).standard_normal(9)  # b1, b2, b3 in turn, 1e-3 by default
+    np.testing.assert_array_equal(np.concatenate([moved[f"b{l}"] for l in (1, 2, 3)]), jitter)
     assert not np.array_equal(moved["b2"], params["b2"]) and not params["b2"].any()  # not modified
     report = check_gradients(Network(config, params), X, np.array([0, 1, 2, 0, 1]), 0.0, r, hs=HS)
     assert "jittered" in report.settings["note"] and report.passed, report.format_table()
     assert differentiable_point(params, X, config, r, kink_jitter=0)[0] is params
+    single = {n: p.astype(np.float32) for n, p in params.items()}
+    moved, _ = differentiable_point(single, X.astype(np.float32), config, np.random.default_rng(0))
+    assert all(p.dtype == np.float32 for p in moved.values())
 
 
 def test_check_gradients_rejects_bad_arguments(rng):
     net = network(rng, 8, (6,), False)
     X, y = data(rng, 5)
-    for kwargs in ({"hs": ()}, {"hs": (1e-5, 0.0)}, {"hs": (np.inf,)}, {"tol": 0.0}, {"tol": np.nan}):
-        with pytest.raises(ValueError):
+    for kwargs in ({"hs": ()}, {"hs": (1e-5, 0.0)}, {"hs": (np.inf,)}):
+        with pytest.raises(ValueError, match="steps h must be positive and finite"):
             check_gradients(net, X, y, 0.0, rng, **kwargs)
-    for kwargs in ({"max_entries": 0}, {"lam": -0.1}, {"lam": np.inf}):
-        with pytest.raises(ValueError):
-            check_gradients(net, X, y, kwargs.pop("lam", 0.0), rng, **kwargs)
+    for lam, kwargs in (
+        (0.0, {"tol": 0.0}),
+        (0.0, {"tol": np.nan}),
+        (0.0, {"max_entries": 0}),
+        (-0.1, {}),
+        (np.inf, {}),
+    ):
+        with pytest.raises(ValueError, match="need tol > 0, max_entries >= 1 and lam >= 0"):
+            check_gradients(net, X, y, lam, rng, **kwargs)
+    one = check_gradients(net, X, y, 0.0, rng, hs=(1e-5,), max_entries=1)  # one entry and one step are enough
+    assert one.passed and {r.n_total for r in one.rows} == {48, 6, 60, 10} and {r.n_checked for r in one.rows} == {1}
+
+
+def test_at_most_500_entries_are_checked_by_default(rng):
+    net = network(rng, 60, (9,), False)
+    X, y = data(rng, 4, d=60)
+    report = check_gradients(net, X, y, 0.0, rng, hs=(1e-5,))
+    assert [(r.n_checked, r.n_total) for r in report.rows] == [(500, 540), (9, 9), (90, 90), (10, 10)]
 
 
 def test_defaults_depend_on_the_dtype(rng):
