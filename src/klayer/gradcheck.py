@@ -66,6 +66,7 @@ term could hide below their noise; they are there to show it, and are judged by 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -114,15 +115,14 @@ def cost_and_pattern(params, X, y, config: NetworkConfig, lam: float):
 
     Returns
     -------
-    J : float, ``mean_i CE_i + lam * sum_l ||W_l||^2``, summed in float64.
-    pattern : (N * sum(hidden),) bool array, ``Z > 0`` for every hidden unit and sample.
+    J : float, ``mean_i CE_i + lam * sum_l ||W_l||^2``, summed in float64 (the mean exactly).
+    pattern : tuple of (N, m_l) bool arrays, ``Z > 0`` for every hidden layer ``l``.
     """
     scores, caches, _ = forward(params, X, config)
     logp = log_softmax(scores)[np.arange(len(y)), y]
     penalty = sum(np.square(params[f"W{l}"], dtype=np.float64).sum() for l in range(1, config.n_layers + 1))
-    pattern = [c[2].reshape(-1) > 0 for c in caches[:-1]]
-    J = lam * penalty - np.mean(logp, dtype=np.float64)
-    return float(J), np.concatenate(pattern) if pattern else np.zeros(0, bool)
+    J = lam * penalty - math.fsum(logp) / len(y)
+    return float(J), tuple(H > 0 for _, _, H in caches[:-1])
 
 
 def centred_differences(f, array: np.ndarray, flat_indices, h: float):
@@ -141,6 +141,10 @@ def centred_differences(f, array: np.ndarray, flat_indices, h: float):
     kinked : (n,) bool, True where an evaluation changed the sign pattern of the ReLU inputs.
     """
     _, base = f()
+
+    def moved(pattern):
+        return not all(map(np.array_equal, pattern, base))
+
     flat = array.ravel()
     values, kinked = [], []
     for i in flat_indices:
@@ -153,8 +157,8 @@ def centred_differences(f, array: np.ndarray, flat_indices, h: float):
         J_down, pattern_down = f()
         flat[i] = old
         values.append((J_up - J_down) / (up - down) if up > down else np.nan)
-        kinked.append(not (np.array_equal(pattern_up, base) and np.array_equal(pattern_down, base)))
-    return np.array(values, np.float64), np.array(kinked, bool)
+        kinked.append(moved(pattern_up) or moved(pattern_down))
+    return np.array(values), np.array(kinked)
 
 
 @dataclass
@@ -430,7 +434,7 @@ def refusal(params, X, config: NetworkConfig) -> str | None:
     return None
 
 
-def differentiable_point(params, X, config: NetworkConfig, rng: np.random.Generator, kink_jitter: float = 1e-3):
+def differentiable_point(params, X, config: NetworkConfig, rng: np.random.Generator, kink_jitter: float):
     """The point to check at: ``params``, with the biases jittered if a ReLU input is exactly 0.
 
     Parameters
