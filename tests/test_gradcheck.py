@@ -109,8 +109,8 @@ def test_numerical_gradients_are_centred_differences_at_h_and_half_h(rng):
     X, y = data(rng, 6, d=5)
     idx = {n: np.arange(min(p.size, 7)) for n, p in net.params.items()}
     before = {n: p.copy() for n, p in net.params.items()}
-    num = numerical_gradients(net.params, X, y, net.config, 0.1, idx, (1e-4, 1e-6))
-    assert num.hs == (1e-6, 1e-4) and num.eps == np.finfo(np.float64).eps and num.indices == idx
+    num = numerical_gradients(net.params, X, y, net.config, 0.1, idx, (1e-4, 0.5, 1e-6))
+    assert num.hs == (1e-6, 1e-4, 0.5) and num.eps == np.finfo(np.float64).eps and num.indices == idx
     assert num.J == cost_and_pattern(net.params, X, y, net.config, 0.1)[0]
     assert all(np.array_equal(before[n], p) for n, p in net.params.items())  # copied, never modified
     work = {n: p.copy() for n, p in net.params.items()}
@@ -118,16 +118,22 @@ def test_numerical_gradients_are_centred_differences_at_h_and_half_h(rng):
     def f():
         return cost_and_pattern(work, X, y, net.config, 0.1)
 
-    for k, h in enumerate(num.hs):
-        full, kinked = centred_differences(f, work["gamma1"], idx["gamma1"], h)
-        half, kinked_half = centred_differences(f, work["gamma1"], idx["gamma1"], h / 2)
-        np.testing.assert_array_equal(num.values["gamma1"][k], full)
-        np.testing.assert_array_equal(num.halves["gamma1"][k], half)
-        np.testing.assert_array_equal(num.usable["gamma1"][k], ~kinked & ~kinked_half)
+    kinks = 0
+    for name in ("W1", "gamma1"):
+        for k, h in enumerate(num.hs):
+            full, kinked = centred_differences(f, work[name], idx[name], h)
+            half, kinked_half = centred_differences(f, work[name], idx[name], h / 2)
+            np.testing.assert_array_equal(num.values[name][k], full)
+            np.testing.assert_array_equal(num.halves[name][k], half)
+            np.testing.assert_array_equal(num.usable[name][k], ~kinked & ~kinked_half)
+            kinks += kinked.sum() + kinked_half.sum()
+    assert kinks > 0 and num.usable["W1"][0].all()  # steps of 0.5 cross kinks; 1e-6 does not
     # in float32, every forward pass is float32: round-off is far larger than in float64
     num32 = numerical_gradients(net.params, X, y, net.config, 0.1, idx, (1e-4, 1e-6), numeric_dtype="float32")
     assert num32.eps == np.finfo(np.float32).eps
     assert np.abs(num32.values["W1"][0] - num.values["W1"][0]).max() > 1e-5
+    tiny = numerical_gradients(net.params, X, y, net.config, 0.1, idx, (1e-12,), numeric_dtype="float32")
+    assert not tiny.usable["W1"].any() and np.isnan(tiny.values["W1"]).all()  # no float32 step that small
 
 
 def numerical(values, halves=None, usable=None, hs=(1e-6, 1e-5, 1e-4), J=1.0, eps=1e-16, name="W1"):
