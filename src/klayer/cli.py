@@ -118,19 +118,46 @@ def cmd_lr_range(args) -> int:
 
 
 # -- gradcheck / sanity ------------------------------------------------------------------------
+def _number(kind, low: float, strict: bool):
+    """An argparse type: a finite ``kind`` number above ``low`` (``>= low`` unless ``strict``)."""
+    relation = ">" if strict else ">="
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+        if not (np.isfinite(value) and (value > low if strict else value >= low)):
+            raise argparse.ArgumentTypeError(f"must be finite and {relation} {low:g}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _steps(text: str) -> tuple[float, ...]:
+    steps = _floats(text)
+    if not all(np.isfinite(h) and h > 0 for h in steps):
+        raise argparse.ArgumentTypeError(f"step sizes must be positive and finite, got {text!r}")
+    return steps
+
+
 def cmd_gradcheck(args) -> int:
-    from .data.cifar10 import default_data_dir
-    from .gradcheck import check_data, check_gradients
+    from .data import default_data_dir, sample_rows
+    from .gradcheck import check_gradients
     from .network import Network, NetworkConfig
 
+    if args.batch_norm and args.hidden and args.batch_size < 3:
+        args.usage_error(
+            f"--batch-norm needs --batch-size 3 or more (got {args.batch_size}): batch norm over 2 samples maps "
+            "every feature to about +-1 whatever its input, so the gradients in front of it vanish"
+        )
     rng = np.random.default_rng(args.seed)
     root = _data_root(args) or default_data_dir()
-    X, y, src = check_data(root, args.batch_size, args.features, rng, args.source)
-    tol = args.tol if args.tol is not None else (1e-7 if args.dtype == "float64" else 1e-3)
+    X, y, src = sample_rows(root, args.batch_size, args.features or None, rng, args.source)
     config = NetworkConfig(X.shape[1], args.hidden, 10, args.batch_norm, dtype=args.dtype)
     net = Network.init(config, rng)
     report = check_gradients(
-        net, X.astype(args.dtype), y, args.lam, rng, hs=args.h, max_entries=args.max_entries, tol=tol
+        net, X.astype(args.dtype), y, args.lam, rng, hs=args.h, max_entries=args.max_entries, tol=args.tol
     )
     print(f"data: {src}")
     print(report.format_table())
@@ -229,15 +256,31 @@ def build_parser() -> argparse.ArgumentParser:
         default=(50,),
         help='hidden widths, e.g. 50,50 ("" or none: no hidden layer)',
     )
-    g.add_argument("--batch-norm", action="store_true")
-    g.add_argument("--lam", type=float, default=0.0)
-    g.add_argument("--batch-size", type=int, default=10)
-    g.add_argument("--dtype", choices=("float64", "float32"), default="float64")
-    g.add_argument("--tol", type=float, help="pass threshold (default 1e-7 for float64, 1e-3 for float32)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--features", type=int, default=20, help="use the first d input features (0: all)")
-    g.add_argument("--max-entries", type=int, default=200, help="entries checked per parameter (random subset beyond)")
-    g.add_argument("--h", type=_floats, default=(1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2), help="step sizes")
+    g.add_argument("--batch-norm", action="store_true", help="batch norm on every hidden layer (needs a batch of 3+)")
+    g.add_argument("--lam", type=_number(float, 0, False), default=0.0, help="L2 penalty, >= 0")
+    g.add_argument("--batch-size", type=_number(int, 1, False), default=10, help="samples, >= 1")
+    g.add_argument(
+        "--dtype",
+        choices=("float64", "float32"),
+        default="float64",
+        help="the network's dtype; the numerical side is always float64",
+    )
+    g.add_argument(
+        "--tol",
+        type=_number(float, 0, True),
+        help="relative accuracy asked of every parameter (default 1e-7 for float64, 1e-3 for float32)",
+    )
+    g.add_argument("--seed", type=_number(int, 0, False), default=0, help="seed of data, weights and entries, >= 0")
+    g.add_argument(
+        "--features", type=_number(int, 0, False), default=20, help="use the first d input features (0: all)"
+    )
+    g.add_argument(
+        "--max-entries",
+        type=_number(int, 1, False),
+        default=200,
+        help="entries checked per parameter, >= 1 (a seeded subset beyond, with the largest gradient)",
+    )
+    g.add_argument("--h", type=_steps, help="step sizes, e.g. 1e-6,1e-5,1e-4 (default 1e-7 ... 1e-2)")
     g.add_argument(
         "--source",
         choices=("auto", "cifar", "random"),
@@ -245,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="CIFAR-10 rows if found locally (auto), or Gaussian data",
     )
     data_arg(g)
-    g.set_defaults(func=cmd_gradcheck)
+    g.set_defaults(func=cmd_gradcheck, usage_error=g.error)
 
     s = sub.add_parser("sanity", help="overfit 100 training images; the loss must approach 0")
     s.add_argument("--hidden", type=hidden_sizes, default=(50,), help="hidden widths, e.g. 50,50 (default 50)")

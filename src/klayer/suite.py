@@ -210,14 +210,14 @@ def _study_search(study, ctx: _Context, sdir: Path) -> dict:
 
 
 def _study_gradcheck(study, ctx: _Context, sdir: Path) -> dict:
-    from .data.cifar10 import default_data_dir
-    from .gradcheck import check_data, check_gradients
+    from .data import default_data_dir, sample_rows
+    from .gradcheck import GradcheckRefused, check_gradients
     from .network import Network, NetworkConfig
 
     root = ctx.data_root or default_data_dir()
     d = study["features"]
     n = max(study["batch_sizes"])
-    X, y, source = check_data(root, n, d, np.random.default_rng(0))
+    X, y, source = sample_rows(root, n, d, np.random.default_rng(0))
     tables = []
     for depth in study["depths"]:
         for bn in (False, True):
@@ -225,28 +225,36 @@ def _study_gradcheck(study, ctx: _Context, sdir: Path) -> dict:
                 for lam in study["lams"]:
                     rng = np.random.default_rng(depth * 1000 + N + int(bn))
                     net = Network.init(NetworkConfig(d, GRADCHECK_HIDDEN[depth], 10, bn), rng)
-                    rep = check_gradients(
-                        net, X[:N], y[:N], lam, rng, hs=tuple(study["hs"]), max_entries=study["max_entries"]
-                    )
+                    table = {"depth": depth, "batch_norm": bn, "batch": N, "lam": lam, "hs": list(study["hs"])}
+                    try:
+                        rep = check_gradients(
+                            net, X[:N], y[:N], lam, rng, hs=study["hs"], max_entries=study["max_entries"]
+                        )
+                    except GradcheckRefused as e:
+                        tables.append({**table, "passed": False, "refused": str(e), "note": "", "rows": []})
+                        continue
+                    rows = [
+                        {
+                            "name": r.name,
+                            "kind": r.kind,
+                            "errors": [e if np.isfinite(e) else None for e in r.errors],  # None: every step kinked
+                            "best": r.best,
+                            "bound": r.bound,
+                            "status": r.status,
+                            "checked": r.n_checked,
+                            "total": r.n_total,
+                        }
+                        for r in rep.rows
+                    ]
                     tables.append(
                         {
-                            "depth": depth,
-                            "batch_norm": bn,
-                            "batch": N,
-                            "lam": lam,
-                            "passed": rep.passed,
+                            **table,
                             "hs": list(rep.hs),
+                            "tol": rep.tol,
+                            "passed": rep.passed,
+                            "refused": rep.refused,
                             "note": rep.settings.get("note", ""),
-                            "rows": [
-                                {
-                                    "name": r.name,
-                                    "kind": r.kind,
-                                    "errors": r.errors,
-                                    "checked": r.n_checked,
-                                    "total": r.n_total,
-                                }
-                                for r in rep.rows
-                            ],
+                            "rows": rows,
                         }
                     )
     write_json(sdir / "gradcheck.json", {"source": source, "features": d, "tables": tables})

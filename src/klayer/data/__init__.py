@@ -6,6 +6,7 @@ from .download import download, md5sum
 from .idx import load_idx_folder, read_idx
 from .prepare import DataConfig, Dataset, feature_stats, load_dataset, prepare, split_raw, standardize
 from .safe_pickle import safe_loads
+from .samples import sample_rows
 
 __all__ = [
     "BATCHES",
@@ -29,4 +30,5 @@ __all__ = [
     "split_raw",
     "prepare",
     "load_dataset",
+    "sample_rows",
 ]

@@ -70,9 +70,11 @@ class DataConfig:
     def _cross(self):
         if self.dataset != "cifar10" and self.split != "all":
             fail(f"`split` {self.split!r} is CIFAR-10 only; {self.dataset} data takes split = 'all'")
-        if self.image_shape is not None and (self.dataset != "images" or len(self.image_shape) != 3
-                                             or self.image_shape[0] not in (1, 3)):  # fmt: skip
-            fail("`image_shape` is [channels (1 or 3), height, width], for dataset = 'images' only")
+        if self.image_shape is not None:
+            if self.dataset != "images":
+                fail(f"`image_shape` must be left out unless `dataset` is 'images', got `dataset` = {self.dataset!r}")
+            if len(self.image_shape) != 3 or self.image_shape[0] not in (1, 3):
+                fail(f"`image_shape` must be [channels (1 or 3), height, width], got {list(self.image_shape)}")
         return self
 
     def to_dict(self) -> dict:
