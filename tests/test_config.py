@@ -12,7 +12,8 @@ import tomli_w
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import klayer.suite as suite
+import klayer.suite.runner
+import klayer.suite.studies
 from klayer.cli import build_parser, main
 from klayer.config import (
     AugmentConfig,
@@ -605,8 +606,8 @@ BAD_STUDIES = [
 @pytest.mark.parametrize("study,quick,expected", BAD_STUDIES, ids=[e[:40] for *_, e in BAD_STUDIES])
 def test_reproduce_refuses_a_bad_study_before_training(exp_dir, tmp_path, monkeypatch, capsys, study, quick, expected):
     ran = []
-    monkeypatch.setattr(suite, "run_study", lambda *a, **k: ran.append(a))
-    monkeypatch.setattr(suite, "run_many", lambda *a, **k: ran.append(a))
+    monkeypatch.setattr(klayer.suite.runner, "run_study", lambda *a, **k: ran.append(a))
+    monkeypatch.setattr(klayer.suite.studies, "run_many", lambda *a, **k: ran.append(a))
     good = write_study(exp_dir, GRADCHECK, stem="a_good")  # listed first: nothing runs, even so
     bad = write_study(exp_dir, study, quick)
     out = tmp_path / "out"
@@ -831,7 +832,7 @@ def test_report_on_a_folder_with_nothing_to_report_is_an_error(tmp_path, capsys,
 
 
 def test_report_on_a_study_folder_still_works(tmp_path):
-    from klayer.report import build_report
+    from klayer.suite import build_report
 
     sdir = tmp_path / "s"
     sdir.mkdir()

@@ -773,8 +773,8 @@ def test_sample_rows_are_the_first_standardized_cifar_training_rows(tmp_path):
 def test_suite_study_records_a_refused_table(tmp_path):
     import json
 
-    from klayer.report import _Doc, _gradcheck
-    from klayer.suite import _Context, _study_gradcheck
+    from klayer.suite.report import _Doc, _gradcheck
+    from klayer.suite.studies import _Context, _study_gradcheck
 
     study = {"depths": [2], "batch_sizes": [2, 3], "lams": [0.0], "hs": [1e-6, 1e-5], "features": 5, "max_entries": 4}
     _study_gradcheck(study, _Context(1, tmp_path, 1, None, tmp_path), tmp_path)

@@ -11,9 +11,9 @@ import pytest
 
 from klayer.cli import main
 from klayer.metrics import confident_mistakes
-from klayer.report import build_report
-from klayer.report_parts import Link, reported_range, slug, summary_rows, validation_series, verdict
 from klayer.runs import load_model
+from klayer.suite import build_report
+from klayer.suite.parts import Link, reported_range, slug, summary_rows, validation_series, verdict
 
 from .synthetic_suite import synthetic_reproduce
 
@@ -42,7 +42,7 @@ def test_summary_numbers_and_verdicts_come_from_the_runs(suite, tmp_path, monkey
     out, data = suite
     import json
 
-    import klayer.report as report
+    import klayer.suite.report as report
 
     study = json.loads((out / "idx_networks" / "study.json").read_text())
     acc = {e: [] for e in ("idx_plain", "idx_bn")}

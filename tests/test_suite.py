@@ -14,9 +14,8 @@ import pytest
 
 from klayer.cli import main
 from klayer.config import load_experiment
-from klayer.report import build_report, reported_values
 from klayer.search import best, coarse_values, fine_values, top
-from klayer.suite import load_study, suite_files
+from klayer.suite import build_report, load_study, reported_values, suite_files
 from klayer.sweep import lockstep_groups, run_many
 
 from .conftest import ROOT, write_idx_data

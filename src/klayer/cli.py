@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sanity)
 
     from .inference import add_commands as add_model_commands  # evaluate, predict, export
-    from .suite import add_commands  # reproduce and report
+    from .suite.cli import add_commands  # reproduce and report
 
     add_model_commands(sub, data_arg)
     add_commands(sub, data_arg)

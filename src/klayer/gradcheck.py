@@ -122,7 +122,7 @@ def cost_and_pattern(params, X, y, config: NetworkConfig, lam: float):
     logp = log_softmax(scores)[np.arange(len(y)), y]
     penalty = sum(np.square(params[f"W{l}"], dtype=np.float64).sum() for l in range(1, config.n_layers + 1))
     J = lam * penalty - math.fsum(logp) / len(y)
-    return float(J), tuple(H > 0 for _, _, H in caches[:-1])
+    return float(J), tuple(cache[2] > 0 for cache in caches[:-1])  # (linear, batch norm, relu, dropout)
 
 
 def centred_differences(f, array: np.ndarray, flat_indices, h: float):

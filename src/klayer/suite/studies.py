@@ -37,15 +37,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .cliargs import positive_int
-from .config import GRADCHECK_HIDDEN, STUDY_KINDS, ExperimentConfig, load_experiment, read_toml, study_from_dict
-from .errors import ConfigError
-from .io import write_json
-from .schema import suggest
-from .search import coarse_values, fine_values, top
-from .sweep import run_many
+from ..config import GRADCHECK_HIDDEN, STUDY_KINDS, ExperimentConfig, load_experiment, read_toml, study_from_dict
+from ..errors import ConfigError
+from ..io import write_json
+from ..schema import suggest
+from ..search import coarse_values, fine_values, top
+from ..sweep import run_many
 
-__all__ = ["load_study", "run_study", "reproduce", "add_commands", "suite_files"]
+__all__ = ["load_study", "run_study", "suite_files", "experiment_config", "default_experiments_dir"]
 
 KINDS = tuple(STUDY_KINDS)
 
@@ -120,7 +119,8 @@ def _resolve(study, path: Path, table: str) -> None:
             raise ConfigError(f"{path}: {table}.{field} for {exp}: {e}") from None
 
 
-def _experiment(name: str, exp_dir: Path, overrides) -> ExperimentConfig:
+def experiment_config(name: str, exp_dir: Path, overrides) -> ExperimentConfig:
+    """The experiment ``exp_dir/<name>.toml`` with ``overrides``."""
     return load_experiment(exp_dir / f"{name}.toml", overrides)
 
 
@@ -145,7 +145,7 @@ def _seeded(cfg: ExperimentConfig, s: int, name: str) -> ExperimentConfig:
 def _study_runs(study, ctx: _Context, sdir: Path) -> dict:
     configs, dirs, entries = [], [], []
     for exp in study["experiments"]:
-        base = _experiment(exp, ctx.exp_dir, study["set"])
+        base = experiment_config(exp, ctx.exp_dir, study["set"])
         for s in range(ctx.seeds):
             name = f"{exp}-s{s}"
             configs.append(_seeded(base, s, name))
@@ -160,7 +160,7 @@ def _study_grid(study, ctx: _Context, sdir: Path) -> dict:
     configs, dirs, entries = [], [], []
     for exp in study["experiments"]:
         for v in study["values"]:
-            base = _experiment(exp, ctx.exp_dir, [*study["set"], f"{key}={v!r}"])
+            base = experiment_config(exp, ctx.exp_dir, [*study["set"], f"{key}={v!r}"])
             for s in range(ctx.seeds):
                 name = f"{exp}-{key.split('.')[-1]}{_fmt(v)}-s{s}"
                 configs.append(_seeded(base, s, name))
@@ -176,7 +176,7 @@ def _search_stage(study, ctx, sdir, stage: str, values: list[float]):
     configs, dirs, entries = [], [], []
     for v in values:
         name = f"{stage}-{short}{_fmt(v)}"
-        configs.append(_seeded(_experiment(study["base"], ctx.exp_dir, [*study["set"], f"{key}={v}"]), 0, name))
+        configs.append(_seeded(experiment_config(study["base"], ctx.exp_dir, [*study["set"], f"{key}={v}"]), 0, name))
         dirs.append(sdir / "runs" / name)
         entries.append({"stage": stage, "value": v, "seed": 0, "run": f"runs/{name}"})
     results = ctx.run(configs, dirs)
@@ -198,7 +198,7 @@ def _study_search(study, ctx: _Context, sdir: Path) -> dict:
     best_value = top(points, 1)[0][0]
     key = study["key"]
     final_over = [*study["set"], *study["final_set"], f"{key}={best_value}"]
-    base = _experiment(study["base"], ctx.exp_dir, final_over)
+    base = experiment_config(study["base"], ctx.exp_dir, final_over)
     configs, dirs = [], []
     for s in range(ctx.seeds):
         name = f"final-{key.split('.')[-1]}{_fmt(best_value)}-s{s}"
@@ -210,9 +210,9 @@ def _study_search(study, ctx: _Context, sdir: Path) -> dict:
 
 
 def _study_gradcheck(study, ctx: _Context, sdir: Path) -> dict:
-    from .data import default_data_dir, sample_rows
-    from .gradcheck import GradcheckRefused, check_gradients
-    from .network import Network, NetworkConfig
+    from ..data import default_data_dir, sample_rows
+    from ..gradcheck import GradcheckRefused, check_gradients
+    from ..network import Network, NetworkConfig
 
     root = ctx.data_root or default_data_dir()
     d = study["features"]
@@ -262,8 +262,8 @@ def _study_gradcheck(study, ctx: _Context, sdir: Path) -> dict:
 
 
 def _study_sanity(study, ctx: _Context, sdir: Path) -> dict:
-    from .data.prepare import DataConfig, load_dataset
-    from .sanity import overfit
+    from ..data.prepare import DataConfig, load_dataset
+    from ..sanity import overfit
 
     ds = load_dataset(DataConfig(download=False), ctx.data_root, dtype="float64")
     curves = {}
@@ -322,133 +322,3 @@ def run_study(
         {**study, "seeds": seeds, "quick": quick, **structure, "wall_seconds": time.perf_counter() - t},
     )
     return sdir
-
-
-def estimate_seconds(studies: list[dict], seeds: int, exp_dir: Path, n_jobs: int) -> float:
-    """A rough wall-time estimate: updates and evaluated rows at this machine's measured rates."""
-    total = 0.0
-    for st in studies:
-        kind = st["kind"]
-        if kind == "gradcheck":
-            n_tables = len(st["depths"]) * 2 * len(st["batch_sizes"]) * len(st["lams"])
-            total += n_tables * 2.0 * len(st["hs"]) / 6 * st["max_entries"] / 15
-            continue
-        if kind == "sanity":
-            total += 2 * st["n_epochs"] * st["n"] / st["batch_size"] * 1.5e-3
-            continue
-        if kind == "runs":
-            items = [(_experiment(e, exp_dir, st["set"]), seeds) for e in st["experiments"]]
-        elif kind == "grid":
-            items = [(_experiment(e, exp_dir, st["set"]), seeds * len(st["values"])) for e in st["experiments"]]
-        else:
-            base = _experiment(st["base"], exp_dir, st["set"])
-            items = [
-                (base, st["coarse_n"] + st["fine_n"]),
-                (_experiment(st["base"], exp_dir, [*st["set"], *st["final_set"]]), seeds),
-            ]
-        for cfg, count in items:
-            tc = cfg.train
-            n_train = 10000 if cfg.data.split == "batch1" else 50000 - cfg.data.n_val
-            spe = n_train // tc.batch_size
-            updates = 2 * tc.n_s * tc.n_cycles if tc.cyclic else tc.n_epochs * spe
-            cycle = 2 * tc.n_s if tc.cyclic else spe
-            evals = updates / max(1, round(cycle / tc.evals_per_cycle)) + 1
-            rows = (tc.eval_train_subset or n_train) + (10000 if cfg.data.split == "batch1" else cfg.data.n_val)
-            width = cfg.model.hidden[0] if cfg.model.hidden else 10
-            total += count * (updates * 1.1e-3 * width / 50 + evals * rows * 5e-6 * width / 50)
-    return total / max(1, n_jobs) + 10 * len(studies)
-
-
-def _log(*args):
-    print(*args, flush=True)
-
-
-def reproduce(
-    files=None,
-    out="runs/reproduce",
-    quick: bool = False,
-    seeds: int | None = None,
-    data_root=None,
-    n_jobs=None,
-    scheduler=None,
-    report: bool = True,
-    log=_log,
-) -> Path:
-    """Run studies (default: the whole suite) and write the report; return the output folder."""
-    import os
-
-    files = [Path(f) for f in files] if files else suite_files()
-    if not files:
-        raise ConfigError("no study files found (experiments/*.toml with a [study] table)")
-    # every study file and every experiment it names is validated before anything runs
-    studies = [load_study(f, quick) for f in files]
-    names: dict[str, Path] = {}
-    for f, st in zip(files, studies, strict=True):
-        if st["name"] in names:
-            raise ConfigError(f"{f}: study name {st['name']!r} is also the name of {names[st['name']]}")
-        names[st["name"]] = f
-    seeds = seeds if seeds is not None else (2 if quick else 3)
-    out = Path(out)
-    n_jobs = n_jobs or os.cpu_count() or 1
-    est = estimate_seconds(studies, seeds, files[0].parent, n_jobs)
-    log(
-        f"klayer reproduce: {len(studies)} studies, {seeds} seeds{' (quick)' if quick else ''}, "
-        f"{n_jobs} workers; estimated {est / 60:.1f} min (finished runs in {out} are reused)"
-    )
-    t0 = time.perf_counter()
-    for st in studies:
-        t = time.perf_counter()
-        run_study(st, out, seeds, data_root, n_jobs, scheduler, quick=quick)
-        log(f"  {st['name']}: {time.perf_counter() - t:.0f} s")
-    wall = time.perf_counter() - t0
-    write_json(
-        out / "suite.json",
-        {
-            "studies": [st["name"] for st in studies],
-            "seeds": seeds,
-            "quick": quick,
-            "wall_seconds": wall,
-            "estimated_seconds": est,
-        },
-    )
-    if report:
-        from .report import build_report
-
-        md, html = build_report([out], out, data_root)
-        log(f"report: {md} and {html}")
-    log(f"klayer reproduce: done in {wall / 60:.1f} min (estimated {est / 60:.1f} min)")
-    return out
-
-
-# -- command line ----------------------------------------------------------------------------------
-def cmd_reproduce(args) -> int:
-    reproduce(args.studies or None, args.out, args.quick, args.seeds, args.data, args.jobs, args.scheduler)
-    return 0
-
-
-def cmd_report(args) -> int:
-    from .report import build_report
-
-    md, html = build_report([Path(p) for p in args.paths], Path(args.out) if args.out else None, args.data)
-    print(f"{md}\n{html}")
-    return 0
-
-
-def add_commands(sub, data_arg) -> None:
-    r = sub.add_parser("reproduce", help="run the reports' experiment suite and write the report")
-    r.add_argument("studies", nargs="*", help="study files (default: every study in experiments/)")
-    r.add_argument("--quick", action="store_true", help="every experiment at reduced size (a few minutes)")
-    r.add_argument(
-        "--seeds", type=positive_int, metavar="N", help="seeds per headline number (default 3; 2 with --quick)"
-    )
-    r.add_argument("--out", default="runs/reproduce", help="output folder (default runs/reproduce)")
-    r.add_argument("--jobs", type=positive_int, metavar="N", help="worker processes (default: every core)")
-    r.add_argument("--scheduler", metavar="ADDRESS", help="run on this Dask scheduler (tcp://host:8786)")
-    data_arg(r)
-    r.set_defaults(func=cmd_reproduce)
-
-    p = sub.add_parser("report", help="build report.md and report.html from saved runs (no training)")
-    p.add_argument("paths", nargs="+", help="a reproduce folder, study folders or run folders")
-    p.add_argument("--out", help="folder for the report (default: the first path)")
-    data_arg(p)  # the headline run's test images, for its confusion matrix and gallery
-    p.set_defaults(func=cmd_report)

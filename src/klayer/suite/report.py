@@ -17,9 +17,9 @@ import statistics
 import tomllib
 from pathlib import Path
 
-from .errors import KlayerError
-from .io import atomic_write
-from .report_parts import Link, slug
+from ..errors import KlayerError
+from ..io import atomic_write
+from .parts import Link, slug
 
 __all__ = ["build_report", "reported_values"]
 
@@ -253,7 +253,7 @@ def _sanity(doc: _Doc, sdir: Path, study: dict, ref: dict, figdir: Path):
     s = _read_json(sdir / "sanity.json")
     if not s:
         return
-    from .plots import plot_curves
+    from ..plots import plot_curves
 
     series = {k: ([r["epoch"] for r in v], [r["train_loss"] for r in v]) for k, v in s["curves"].items()}
     fig = plot_curves(series, figdir / "sanity_loss.png", "epoch", "training loss", "overfitting 100 images", logy=True)
@@ -287,7 +287,7 @@ def _runs(doc: _Doc, sdir: Path, study: dict, ref: dict):
 
 
 def _search(doc: _Doc, sdir: Path, study: dict, ref: dict, figdir: Path):
-    from .plots import plot_curves
+    from ..plots import plot_curves
 
     key = study["key"].split(".")[-1]
     pairs = _run_results(sdir, study["runs"])
@@ -429,7 +429,7 @@ def build_report(paths, out=None, data_root=None) -> tuple[Path, Path]:
     (``study.json``) or a run folder (``results.json``); otherwise KlayerError, and nothing is
     written. ``data_root`` is where the headline run's test images are read (default: as its
     config says, else ``$KLAYER_DATA``); without them the confusion matrix and gallery are left out."""
-    from . import report_parts as parts
+    from . import parts
 
     paths = [Path(p) for p in paths]
     if not paths:

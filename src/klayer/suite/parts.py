@@ -16,7 +16,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from .io import read_json
+from ..io import read_json
 
 __all__ = [
     "Link",
@@ -207,14 +207,14 @@ def headline_evaluation(run: Path, data_root=None, k: int = 12) -> dict:
     ``true``, ``predicted``, ``probability``, ``index`` and, for image data, ``png`` bytes), or
     ``note`` saying why it could not be made.
     """
-    from .config import load_experiment
-    from .data.cifar10 import load_cifar10
-    from .data.images import model_image_shape, row_to_image
-    from .data.prepare import load_raw, split_raw
-    from .errors import KlayerError
-    from .metrics import classification_report, confident_mistakes
-    from .plots import png_thumbnail
-    from .runs import load_model
+    from ..config import load_experiment
+    from ..data.cifar10 import load_cifar10
+    from ..data.images import model_image_shape, row_to_image
+    from ..data.prepare import load_raw, split_raw
+    from ..errors import KlayerError
+    from ..metrics import classification_report, confident_mistakes
+    from ..plots import png_thumbnail
+    from ..runs import load_model
 
     try:
         model = load_model(run / "model.safetensors")
@@ -260,7 +260,7 @@ def add_summary(doc, at: int, studies, loose, ref) -> None:
 
 def add_overlay(doc, figdir: Path, name: str, runs: dict[str, list[Path]]) -> None:
     """A figure overlaying the validation-accuracy curves of several experiments."""
-    from .plots import plot_curves
+    from ..plots import plot_curves
 
     series = validation_series(runs)
     if len(series) < 2:
@@ -271,7 +271,7 @@ def add_overlay(doc, figdir: Path, name: str, runs: dict[str, list[Path]]) -> No
 
 def add_headline(doc, figdir: Path, studies, loose, data_root=None, k: int = 12) -> None:
     """The headline run's confusion matrix, per-class scores and most confident mistakes."""
-    from .plots import plot_confusion
+    from ..plots import plot_confusion
 
     run = headline_run(studies, loose)
     if run is None:
