@@ -230,7 +230,7 @@ def test_dataset_kind_images_in_the_data_config(tmp_path, rng):
         load_raw(DataConfig(dataset="images"))
     with pytest.raises(ConfigError, match="CIFAR-10 only"):
         load_dataset(DataConfig(dataset="images", path=str(root), split="batch1"))
-    with pytest.raises(ConfigError, match="cifar10, idx or images"):
+    with pytest.raises(ConfigError, match="one of cifar10, idx, images"):
         DataConfig(dataset="imagenet")
 
 
