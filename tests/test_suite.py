@@ -210,6 +210,31 @@ def test_suite_files_cover_the_reports():
     assert ref["runs"]["a3_3layer_bn"]["values"] and ref["runs"]["a3_3layer_bn"]["sources"]
 
 
+def test_optional_studies_run_only_when_asked(tmp_path, idx_suite, monkeypatch):
+    import klayer.suite.runner as runner
+
+    src, _ = idx_suite
+    exp = tmp_path / "experiments"
+    exp.mkdir()
+    (exp / "idx_base.toml").write_text((src / "idx_base.toml").read_text())
+    for name, optional in (("a_default", False), ("b_optional", True)):
+        text = f'[study]\nkind = "runs"\nexperiments = ["idx_base"]\noptional = {str(optional).lower()}\n'
+        (exp / f"{name}.toml").write_text(text)
+    assert [f.stem for f in suite_files(exp)] == ["a_default"]
+    assert [f.stem for f in suite_files(exp, optional=True)] == ["a_default", "b_optional"]
+    ran = []
+    monkeypatch.setattr(runner, "suite_files", lambda optional=False: suite_files(exp, optional))
+    monkeypatch.setattr(runner, "run_study", lambda st, *a, **k: ran.append(st["name"]))
+    runner.reproduce(out=tmp_path / "o", seeds=1, report=False, log=lambda *a: None)
+    assert ran == ["a_default"]
+    ran.clear()
+    import klayer.suite.report
+
+    monkeypatch.setattr(klayer.suite.report, "build_report", lambda *a, **k: ("md", "html"))
+    assert main(["reproduce", "--all", "--out", str(tmp_path / "o2"), "--seeds", "1"]) == 0
+    assert ran == ["a_default", "b_optional"]
+
+
 def test_reproduce_rejects_a_plain_experiment(capsys):
     assert main(["reproduce", str(ROOT / "experiments/a3_3layer_bn.toml"), "--out", "/tmp/klayer-x"]) == 1
     assert "not a study" in capsys.readouterr().err

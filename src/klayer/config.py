@@ -450,6 +450,8 @@ class GradcheckStudy:
     features : in ``[1, 3072]``, the first input features used.
     max_entries : >= 1, entries checked per parameter.
     order : >= 0, the study's place in the suite.
+    optional : left out of ``klayer reproduce`` unless its file is named (or ``--all``); for
+        studies too long for the default suite, such as the bonus ablation.
     """
 
     kind: Literal["gradcheck"]
@@ -460,6 +462,7 @@ class GradcheckStudy:
     features: Annotated[Int, Field(ge=1, le=3072)] = 20
     max_entries: Count = 100
     order: NonNegInt = 99
+    optional: Bool = False
 
 
 @schema("study")
@@ -481,6 +484,7 @@ class SanityStudy:
     batch_size: Annotated[Int, Field(ge=2)] = 10
     lam: NonNegative = 0.0
     order: NonNegInt = 99
+    optional: Bool = False
 
     @model_validator(mode="after")
     def _cross(self):
@@ -498,6 +502,7 @@ class RunsStudy:
     experiments: Experiments
     set: tuple[Override, ...] = ()
     order: NonNegInt = 99
+    optional: Bool = False
 
 
 @schema("study")
@@ -520,6 +525,7 @@ class SearchStudy:
     set: tuple[Override, ...] = ()
     final_set: tuple[Override, ...] = ()
     order: NonNegInt = 99
+    optional: Bool = False
 
     @model_validator(mode="after")
     def _cross(self):
@@ -539,6 +545,7 @@ class GridStudy:
     values: Annotated[tuple[Float, ...], Field(min_length=1)]
     set: tuple[Override, ...] = ()
     order: NonNegInt = 99
+    optional: Bool = False
 
 
 Study = GradcheckStudy | SanityStudy | RunsStudy | SearchStudy | GridStudy

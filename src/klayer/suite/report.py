@@ -271,11 +271,22 @@ def _runs(doc: _Doc, sdir: Path, study: dict, ref: dict):
     pairs = _run_results(sdir, study["runs"])
     refs = ref.get("runs", {})
     rows = []
+    snapshots = any(r and r.get("snapshot_ensemble") for _, r in pairs)
     for exp in study["experiments"]:
-        accs = _acc([(e, r) for e, r in pairs if e["experiment"] == exp])
+        mine = [(e, r) for e, r in pairs if e["experiment"] == exp]
+        accs = _acc(mine)
         rv = refs.get(exp, {}).get("values", [])
-        rows.append([exp, _ms(accs), ", ".join(_pct(v) for v in rv), _inside(accs, rv)])
-    doc.table(["experiment", "ours: test accuracy", "reported", "inside"], rows)
+        walls = [r["wall_seconds"] for _, r in mine if r and r.get("status") == "complete" and "wall_seconds" in r]
+        wall = f"{statistics.fmean(walls) / 60:.1f} min" if walls else "n/a"
+        row = [exp, _ms(accs), ", ".join(_pct(v) for v in rv), _inside(accs, rv), wall]
+        if snapshots:
+            ens = [r["snapshot_ensemble"]["test_accuracy"] for _, r in mine if r and r.get("snapshot_ensemble")]
+            row.insert(2, _ms(ens) if ens else "")
+        rows.append(row)
+    header = ["experiment", "ours: test accuracy", "reported", "inside", "wall time per run"]
+    if snapshots:
+        header.insert(2, "snapshot ensemble")
+    doc.table(header, rows)
     srcs = [f"{e}: {'; '.join(refs[e]['sources'])}" for e in study["experiments"] if e in refs]
     if srcs:
         doc.p("Sources: " + " | ".join(srcs))

@@ -61,11 +61,13 @@ def reproduce(
     scheduler=None,
     report: bool = True,
     log=_log,
+    all_studies: bool = False,
 ) -> Path:
-    """Run studies (default: the whole suite) and write the report; return the output folder."""
+    """Run studies (default: the whole suite, without its optional studies unless
+    ``all_studies``) and write the report; return the output folder."""
     import os
 
-    files = [Path(f) for f in files] if files else suite_files()
+    files = [Path(f) for f in files] if files else suite_files(optional=all_studies)
     if not files:
         raise ConfigError("no study files found (experiments/*.toml with a [study] table)")
     # every study file and every experiment it names is validated before anything runs

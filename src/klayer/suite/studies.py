@@ -75,14 +75,16 @@ def load_study(path, quick: bool = False) -> dict:
     return study
 
 
-def suite_files(folder=None) -> list[Path]:
+def suite_files(folder=None, optional: bool = False) -> list[Path]:
     """Every study file of the suite (the TOML files with a ``[study]`` table), validated, in
-    ``study.order``."""
+    ``study.order``; studies marked ``optional`` only when ``optional`` is true."""
     folder = Path(folder) if folder else default_experiments_dir()
     studies = []
     for f in sorted(folder.glob("*.toml")):
         if "study" in read_toml(f, "study"):
-            studies.append((load_study(f)["order"], f))
+            study = load_study(f)
+            if optional or not study["optional"]:
+                studies.append((study["order"], f))
     return [f for _, f in sorted(studies)]
 
 
