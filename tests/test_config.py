@@ -116,6 +116,8 @@ RANGES = [
         ["data.dataset='images'"],
     ),
     ("data.layout", ["pickle"], ["auto", "python", "binary", "matlab"], []),
+    ("data.whiten", ["pca", "ZCA", "yes"], ["none", "zca"], []),
+    ("data.zca_eps", [0, -0.1], [1e-300, 10], []),
     ("data.split", ["batch2", "ALL"], ["all", "batch1"], []),
     ("train.lam", [-1e-12, -1], [0, 1e6], []),
     ("train.batch_size", [0, -5], [1, 10**6], []),
@@ -163,6 +165,7 @@ BOOL_KEYS = {
     "augment.flip",
 }
 FLOAT_KEYS = [
+    "data.zca_eps",
     "model.sigma",
     "model.eps",
     "model.dropout",
@@ -388,6 +391,8 @@ VALUES = {
     "data.split": ("batch1", []),
     "data.n_val": (1000, []),
     "data.image_shape": ([1, 16, 16], ["data.dataset='images'"]),
+    "data.whiten": ("zca", []),
+    "data.zca_eps": (0.5, []),
     "data.download": (False, []),
     "train.lam": (0.125, []),
     "train.batch_size": (64, []),

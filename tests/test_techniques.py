@@ -502,3 +502,78 @@ def test_cli_lr_range_writes_plot_and_summary(tmp_path, rng, capsys):
         main([*args, "--steps", "2"])
     assert e.value.code == 2
     assert main([*args, "--eta-start", "1", "--eta-end", "0.1"]) == 2
+
+
+# -- ZCA whitening -----------------------------------------------------------------------------
+def correlated_rows(rng, n=3000, d=12):
+    A = rng.standard_normal((d, d))
+    return rng.standard_normal((n, d)) @ A + 5.0
+
+
+def test_zca_whitens_to_unit_mean_variance_and_decorrelates(rng):
+    from klayer.data.prepare import feature_stats, standardize
+    from klayer.data.whiten import zca_matrix
+
+    X = correlated_rows(rng)
+    mean, std = feature_stats(X)
+    Xs = standardize(X, mean, std, "float64")
+    Z = zca_matrix(Xs, 1e-8)
+    np.testing.assert_allclose(Z, Z.T, atol=1e-12)
+    W = Xs @ Z
+    C = W.T @ W / len(W)
+    assert np.trace(C) / C.shape[0] == pytest.approx(1.0, rel=1e-9)
+    np.testing.assert_allclose(C, np.eye(12), atol=1e-5)  # whitened: identity covariance
+    # ZCA, not any whitening: the symmetric one, closest to the input (each feature stays in place)
+    assert np.mean(np.diag(Xs.T @ W / len(W))) > 0.5
+
+
+def test_zca_eps_is_relative_to_the_mean_eigenvalue(rng):
+    from klayer.data.whiten import zca_matrix
+
+    X = correlated_rows(rng)
+    X = X - X.mean(0)
+    Z1, Z2 = zca_matrix(X, 0.1), zca_matrix(7.0 * X, 0.1)
+    np.testing.assert_allclose(X @ Z1, (7.0 * X) @ Z2, rtol=1e-9, atol=1e-9)
+    C = (X @ Z1).T @ (X @ Z1) / len(X)
+    assert not np.allclose(C, np.eye(12), atol=1e-3)  # eps regularizes: not a full whitening
+
+
+def test_folding_the_whitening_into_the_first_layer_is_exact(rng):
+    from klayer.data.whiten import fold_into, zca_matrix
+
+    X = correlated_rows(rng, n=50, d=12)
+    Z = zca_matrix(X - X.mean(0), 0.1)
+    net = Network.init(NetworkConfig(12, (7,), 3, batch_norm=True), rng)
+    folded = Network(net.config, fold_into(net.params, Z), net.bn_state)
+    np.testing.assert_allclose(folded.forward(X), net.forward(X @ Z), rtol=1e-10, atol=1e-12)
+    assert not np.allclose(folded.params["W1"], net.params["W1"])
+
+
+def test_a_whitened_run_saves_a_model_for_raw_rows(tmp_path, rng):
+    """Train on ZCA-whitened images; the saved model (whitening folded in) on raw test rows gives
+    the run's own test accuracy, and so do its snapshots."""
+    from klayer import load_model
+    from klayer.data import RawData
+    from klayer.data.prepare import prepare
+    from klayer.runs import train
+
+    shape = (3, 4, 4)
+    centers = rng.uniform(40, 215, (3, 48))
+
+    def make(n):
+        y = rng.integers(0, 3, n)
+        return np.clip(centers[y] + rng.normal(0, 40, (n, 48)), 0, 255).astype(np.uint8), y
+
+    raw = RawData({"train": make(400), "test": make(100)}, "mem", "idx", 3, ("a", "b", "c"), shape)
+    data = prepare(raw, "all", 80, "float64", whiten="zca", zca_eps=0.1)
+    assert data.X_train.dtype == np.float64 and np.allclose(data.mean, 0) and data.input_map is not None
+    m, s, Z, raw_test = data.input_map
+    np.testing.assert_allclose(data.X_test, ((raw_test - m) / s) @ Z, rtol=1e-10, atol=1e-10)
+    cfg = technique_config(augment={"flip": True, "translate": 1}, snapshots=True)
+    r = train(cfg, data, out=tmp_path / "run")
+    saved = load_model(tmp_path / "run" / "model.safetensors")
+    acc = (saved.predict_proba(raw_test).argmax(1) == data.y_test).mean()
+    assert acc == pytest.approx(r.results["test_accuracy"])
+    P_run = r.network.predict_proba(data.X_test)
+    np.testing.assert_allclose(saved.predict_proba(raw_test), P_run, rtol=1e-8, atol=1e-10)
+    assert r.results["snapshot_ensemble"]["member_test_accuracy"][-1] == pytest.approx(acc)

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ..errors import ConfigError, DataError
-from ..schema import Bool, Int, Text, fail, schema
+from ..schema import Bool, Float, Int, Text, fail, schema
 from .cifar10 import RawData, load_cifar10
 from .idx import load_idx_folder
 from .validate import check_labels, check_rows
@@ -56,6 +56,9 @@ class DataConfig:
     download : fetch CIFAR-10 (verified md5) when it is not found.
     image_shape : ``[channels, height, width]`` images are resized to (``"images"`` only;
         default ``[3, 32, 32]``).
+    whiten : ``"none"`` or ``"zca"``: ZCA-whiten the standardized features (computed once from
+        the training split; :mod:`klayer.data.whiten`). Augmentation then acts on whitened images.
+    zca_eps : ZCA's regularization, relative to the mean eigenvalue of the covariance (> 0).
     """
 
     dataset: Literal["cifar10", "idx", "images"] = "cifar10"
@@ -65,6 +68,8 @@ class DataConfig:
     n_val: Annotated[Int, Field(ge=1)] = 5000
     download: Bool = True
     image_shape: tuple[Annotated[Int, Field(ge=1, le=4096)], ...] | None = None
+    whiten: Literal["none", "zca"] = "none"
+    zca_eps: Annotated[Float, Field(gt=0)] = 0.1
 
     @model_validator(mode="after")
     def _cross(self):
@@ -97,6 +102,9 @@ class Dataset:
     classes : class names, ``C`` strings.
     image_shape : ``(channels, height, width)`` of one row, or None for non-image features.
     dtype : dtype of the standardized features (``"float32"`` or ``"float64"``).
+    input_map : None, or ``(mean, std, Z, X_test_raw)`` when the rows are ZCA-whitened: a raw
+        row ``x`` became ``((x - mean) / std) @ Z`` (see :meth:`deployable`); the raw test rows
+        are kept to evaluate saved models, which take raw rows (:meth:`raw_test`).
     """
 
     X_train: np.ndarray
@@ -112,6 +120,7 @@ class Dataset:
     classes: tuple[str, ...] = ()
     image_shape: tuple[int, int, int] | None = None
     dtype: str = "float32"
+    input_map: tuple | None = None
 
     def __post_init__(self):
         if not self.classes:
@@ -124,6 +133,20 @@ class Dataset:
 
     def sizes(self) -> dict:
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
+
+    def deployable(self, params: dict) -> tuple[dict, np.ndarray, np.ndarray]:
+        """Parameters and standardization statistics of a network that takes raw rows: the
+        whitening, if any, is folded into the first layer (:func:`klayer.data.whiten.fold_into`)."""
+        if self.input_map is None:
+            return params, self.mean, self.std
+        from .whiten import fold_into
+
+        mean, std, Z, _ = self.input_map
+        return fold_into(params, Z), mean, std
+
+    def raw_test(self) -> np.ndarray:
+        """The raw test rows, as a saved model (:meth:`deployable`) takes them."""
+        return self.X_test if self.input_map is None else self.input_map[3]
 
     def validate(self) -> Dataset:
         """Check every split before training: real, finite features of one width, labels in
@@ -223,14 +246,35 @@ def split_raw(raw: RawData, split: str = "all", n_val: int = 5000):
     return (X[:-n_val], y[:-n_val]), (X[-n_val:], y[-n_val:]), test
 
 
-def prepare(raw: RawData, split: str = "all", n_val: int = 5000, dtype="float32") -> Dataset:
+def prepare(
+    raw: RawData, split: str = "all", n_val: int = 5000, dtype="float32", whiten: str = "none", zca_eps: float = 0.1
+) -> Dataset:
     """Split ``raw`` and compute the training split's statistics (standardization is applied
-    on the fly by :meth:`Dataset.features`)."""
+    on the fly by :meth:`Dataset.features`).
+
+    With ``whiten="zca"`` every split is standardized and ZCA-whitened once, here
+    (:mod:`klayer.data.whiten`), and kept as ``dtype`` rows: the Dataset then standardizes
+    nothing (mean 0, std 1) and records the map from raw rows in ``input_map``.
+    """
     (Xtr, ytr), (Xva, yva), (Xte, yte) = split_raw(raw, split, n_val)
     mean, std = feature_stats(Xtr)
+    input_map = None
+    if whiten == "zca":
+        from .whiten import zca_matrix
+
+        raw_test = Xte
+        Xtr, Xva, Xte = (standardize(X, mean, std, dtype) for X in (Xtr, Xva, Xte))
+        Z = zca_matrix(Xtr, zca_eps)
+        Zt = Z.astype(dtype)
+        for X in (Xtr, Xva, Xte):
+            for i in range(0, len(X), 4096):
+                X[i : i + 4096] = X[i : i + 4096] @ Zt
+        input_map = (mean, std, Z, raw_test)
+        mean, std = np.zeros_like(mean), np.ones_like(std)
     return Dataset(
-        Xtr, ytr, Xva, yva, Xte, yte, mean, std, raw.n_classes, raw.source, tuple(raw.classes), raw.image_shape, dtype
-    )
+        Xtr, ytr, Xva, yva, Xte, yte, mean, std, raw.n_classes, raw.source, tuple(raw.classes), raw.image_shape, dtype,
+        input_map,
+    )  # fmt: skip
 
 
 def load_raw(config: DataConfig, root=None, progress=None) -> RawData:
@@ -256,5 +300,7 @@ def load_raw(config: DataConfig, root=None, progress=None) -> RawData:
 
 
 def load_dataset(config: DataConfig, root=None, dtype="float32", progress=None) -> Dataset:
-    """Read, split and standardize the data that ``config`` describes (see :func:`load_raw`)."""
-    return prepare(load_raw(config, root, progress), config.split, config.n_val, dtype)
+    """Read, split and standardize (and whiten) the data that ``config`` describes (see
+    :func:`load_raw`)."""
+    raw = load_raw(config, root, progress)
+    return prepare(raw, config.split, config.n_val, dtype, config.whiten, config.zca_eps)

@@ -32,6 +32,7 @@ from threadpoolctl import threadpool_info
 
 from .. import __version__
 from ..io import write_json, write_rows
+from ..network import Network
 from ..training.callbacks import Callback
 from .checkpoint import remove_checkpoints, write_checkpoint
 from .history import write_history
@@ -100,6 +101,14 @@ def run_results(trainer, i: int, wall: float) -> dict:
     }
 
 
+def deployable(trainer, i: int):
+    """Network ``i`` and the statistics of its model file: ``(network, mean, std)``, taking raw
+    rows (a whitening of the data is folded into the first layer)."""
+    net = trainer.network(i)
+    params, mean, std = trainer.data.deployable(net.params)
+    return Network(net.config, params, net.bn_state), mean, std
+
+
 class Checkpointer(Callback):
     """Write a checkpoint (and ``history.csv``) every ``every`` updates, after the last update
     (so that writing the final outputs can fail and be resumed), and on Ctrl-C."""
@@ -133,9 +142,7 @@ class SnapshotWriter(Callback):
         name = trainer.configs[self.index].name
         save_model(
             self.folder / f"cycle{c}.safetensors",
-            trainer.network(self.index),
-            trainer.data.mean,
-            trainer.data.std,
+            *deployable(trainer, self.index),
             {"name": f"{name} cycle {c}", "cycle": c, "step": trainer.t},
             classes=trainer.data.classes,
         )
@@ -151,7 +158,7 @@ def snapshot_results(paths, data, dtype) -> dict:
     from .model import load_model
 
     models = [load_model(p) for p in paths]
-    r = evaluate_ensemble(models, data.X_test, data.y_test)
+    r = evaluate_ensemble(models, data.raw_test(), data.y_test)
     return {
         "snapshots": [p.name for p in paths],
         "member_test_accuracy": [m["accuracy"] for m in r["members"]],
@@ -205,9 +212,7 @@ class RunFolder(Callback):
             extra["image_shape"] = list(trainer.data.image_shape or [])
             save_model(
                 out / "model.safetensors",
-                trainer.network(i),
-                trainer.data.mean,
-                trainer.data.std,
+                *deployable(trainer, i),
                 extra,
                 classes=trainer.data.classes,
             )
