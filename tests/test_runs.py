@@ -403,3 +403,23 @@ def test_resume_compares_configs_not_text(tmp_path, monkeypatch):
     monkeypatch.undo()
     r = train(run_config(checkpoint_every=7), data, out=out, resume=True)
     assert r.results["status"] == "complete"
+
+
+def test_results_account_for_training_and_evaluation_time(tmp_path, monkeypatch):
+    """train_seconds and eval_seconds in results.json are measured (not zero) and add up to at
+    most the wall time; a resumed run keeps the time spent before the interruption."""
+    data = tiny_dataset(np.random.default_rng(0))
+    res = train(run_config(), data, out=tmp_path / "run").results
+    on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert on_disk == json.loads(json.dumps(res))
+    assert res["train_seconds"] > 0 and res["eval_seconds"] > 0
+    assert res["train_seconds"] + res["eval_seconds"] <= res["wall_seconds"]
+    assert res["seconds_per_epoch"] == pytest.approx((res["train_seconds"] + res["eval_seconds"]) / res["epochs"])
+    real = interrupt_at(monkeypatch, 60)
+    with pytest.raises(KeyboardInterrupt):
+        train(run_config(checkpoint_every=7), data, out=tmp_path / "r2")
+    before = json.loads(read_tensors(tmp_path / "r2" / "checkpoint.safetensors")[1]["state"])["train_seconds"]
+    assert before > 0
+    monkeypatch.setattr(Trainer, "step", real)
+    again = train(run_config(checkpoint_every=7), data, out=tmp_path / "r2", resume=True).results
+    assert again["train_seconds"] > before

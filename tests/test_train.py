@@ -435,7 +435,7 @@ def test_running_averages_move_by_one_minus_bn_alpha(rng):
 def test_ctrl_c_exits_130_with_a_resumable_checkpoint(tmp_path, rng):
     data = write_idx_data(tmp_path / "data", rng, n_train=2100)
     exp = tmp_path / "e.toml"
-    exp.write_text(EXP.format(n_s=600, ckpt=0))
+    exp.write_text(EXP.format(n_s=3000, ckpt=200))
     out = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "klayer", "train", str(exp), "--data", str(data), "--out", str(out), "--quiet"],
@@ -444,9 +444,8 @@ def test_ctrl_c_exits_130_with_a_resumable_checkpoint(tmp_path, rng):
         text=True,
     )
     deadline = time.time() + 120
-    while not (out / "config.toml").exists() and time.time() < deadline:
-        time.sleep(0.02)
-    time.sleep(1.0)  # training is under way
+    while not (out / "checkpoint.safetensors").exists() and time.time() < deadline:
+        time.sleep(0.01)  # training is under way: its first checkpoint is written
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

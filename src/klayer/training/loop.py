@@ -285,8 +285,7 @@ class Trainer:
                 previous = signal.signal(signal.SIGINT, self._on_sigint)
             except ValueError:  # not the main thread
                 previous = None
-        t_start = time.perf_counter()
-        eval_before = self.eval_seconds
+        self._mark, self._eval_mark = time.perf_counter(), self.eval_seconds
         try:
             self._emit("on_train_begin")
             if self.t == 0 and not self.history[0]:
@@ -306,18 +305,27 @@ class Trainer:
                         bar.set_postfix(val_acc=f"{self.history[0][-1]['val_accuracy']:.4f}")
                     if self.t % self.cycle == 0:
                         self._emit("on_cycle_end")
+                    self._tick()  # so that a checkpoint holds the time spent so far
                     self._emit("on_step_end")
                     if self._stop:
                         self._emit("on_interrupt")
                         raise KeyboardInterrupt
+            self._tick()
             self._emit("on_train_end")
         except DivergenceError as e:
+            self._tick()
             self._emit("on_diverge", e)
             raise
         finally:
-            self.train_seconds += time.perf_counter() - t_start - (self.eval_seconds - eval_before)
+            self._tick()
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+
+    def _tick(self):
+        """Add the time since the last tick, less the evaluations', to ``train_seconds``."""
+        now = time.perf_counter()
+        self.train_seconds += now - self._mark - (self.eval_seconds - self._eval_mark)
+        self._mark, self._eval_mark = now, self.eval_seconds
 
     def _on_sigint(self, signum, frame):
         self._stop = True
