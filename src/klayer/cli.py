@@ -88,6 +88,10 @@ def cmd_train(args) -> int:
         f"{r['final']['val_accuracy']:.4f}, {r['seconds_per_epoch']:.2f} s/epoch, "
         f"{r['wall_seconds']:.1f} s wall -> {out}"
     )
+    if r.get("snapshot_ensemble"):
+        se = r["snapshot_ensemble"]
+        members = ", ".join(f"{a:.4f}" for a in se["member_test_accuracy"])
+        print(f"snapshot ensemble of {len(se['snapshots'])} cycles: test accuracy {se['test_accuracy']:.4f} ({members})")
     return 0
 
 
