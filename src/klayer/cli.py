@@ -91,7 +91,8 @@ def cmd_train(args) -> int:
     if r.get("snapshot_ensemble"):
         se = r["snapshot_ensemble"]
         members = ", ".join(f"{a:.4f}" for a in se["member_test_accuracy"])
-        print(f"snapshot ensemble of {len(se['snapshots'])} cycles: test accuracy {se['test_accuracy']:.4f} ({members})")
+        n = len(se["snapshots"])
+        print(f"snapshot ensemble of {n} cycles: test accuracy {se['test_accuracy']:.4f} (members {members})")
     return 0
 
 
