@@ -470,10 +470,11 @@ def test_defaults_depend_on_the_dtype(rng):
     X, y = data(rng, 5, d=4)
     r64 = check_gradients(network(rng, 4, (3,), False), X, y, 0.0, rng, max_entries=3)
     r32 = check_gradients(network(rng, 4, (3,), False, "float32"), X.astype(np.float32), y, 0.0, rng, max_entries=3)
-    assert r64.tol == 1e-7 and r32.tol == 1e-3 and r64.hs == r32.hs == gc.DEFAULT_HS["float64"]
+    # the documented defaults (docs/gradcheck.md): h from 1e-7 to 1e-2, by decades
+    assert r64.tol == 1e-7 and r32.tol == 1e-3 and r64.hs == r32.hs == (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
     assert r32.settings["dtype"] == "float32 (differences in float64)" and r64.settings["dtype"] == "float64"
     r = check_gradients(network(rng, 4, (3,), False), X, y, 0.0, rng, max_entries=3, numeric_dtype="float32")
-    assert r.hs == gc.DEFAULT_HS["float32"]
+    assert r.hs == (1e-4, 1e-3, 1e-2, 1e-1)  # float32 differences: 1e-4 to 1e-1
 
 
 def test_gradcheck_imports_no_data_module():
