@@ -70,7 +70,7 @@ HAND = {
         ("ROUNDOFF_UNITS = 100.0", "ROUNDOFF_UNITS = 1000.0"),
         ('return self.status == "ok"', 'return self.status != "ok"'),
         ('if r.status == "refused":', 'if r.status != "refused":'),
-        ("{r.resolution * r.scale:.1e}", "{r.resolution:.1e}"),
+        ("{r.bound * r.unit:.1e}", "{r.bound:.1e}"),
         ("return all(r.passed for r in self.rows)", "return any(r.passed for r in self.rows)"),
         ("                )\n        return None\n", "                )\n        return ''\n"),
     ],
