@@ -13,8 +13,10 @@ into ``mutants/`` there, records which selected tests call each function, then r
 against only those tests (``-x``). The last line is ``module: killed/total``.
 
 The selection is the module's fast tests: ``-m "not slow"``, no real CIFAR-10 (``KLAYER_DATA`` is
-pointed at nothing) and, for ``prepare``, not the hypothesis fuzzers of the file readers and config
-files (they never reach the mutated code). Needs ``pip install -e '.[test,dev]'``.
+pointed at nothing) and, for ``prepare``, not the 2000-example fuzzers of the file readers and
+config files (a minute each; tests/test_prepare.py checks what they reach of this module).
+Hypothesis runs with a fixed seed, so a verdict does not depend on the draw. Needs
+``pip install -e '.[test,dev]'``.
 
 mutmut 3 mutates the bodies of undecorated functions only: not properties, not pydantic validators,
 not module constants. ``--by-hand`` applies the mutations listed in ``HAND`` for those, one at a
@@ -125,7 +127,7 @@ def prepare_folder(module: str) -> Path:
 source_paths = ["src"]
 only_mutate = [{json.dumps(target)}]
 pytest_add_cli_args_test_selection = {toml_list(shlex.split(tests))}
-pytest_add_cli_args = ["-m", "not slow", "-p", "no:cacheprovider"]
+pytest_add_cli_args = ["-m", "not slow", "-p", "no:cacheprovider", "--hypothesis-seed", "0"]
 use_git_change_detection = false
 also_copy = {toml_list(also_copy)}
 """
@@ -158,7 +160,19 @@ def by_hand(module: str) -> int:
     path = work / target
     original = path.read_text()
     env = dict(environment(), PYTHONPATH=str(work / "src"), PYTHONDONTWRITEBYTECODE="1")
-    pytest = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not slow"]
+    pytest = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-x",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-m",
+        "not slow",
+        "--hypothesis-seed",
+        "0",
+    ]
     start, killed = time.perf_counter(), 0
     for old, new in HAND[module]:
         if original.count(old) != 1:
