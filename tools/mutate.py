@@ -38,20 +38,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Tests that run ``python -m klayer`` in a child process: the child imports the installed klayer,
+# not the mutant, and their signal timing fails under load.
+CHILD = "-k 'not sigkill and not ctrl_c and not cli_train_evaluate_predict'"
+
 # module -> (file to mutate, its tests: pytest arguments, files or node ids)
 MODULES = {
     "schedules": (
         "src/klayer/training/schedules.py",
-        "tests/test_schedules.py tests/test_train.py tests/test_techniques.py",
+        f"tests/test_schedules.py tests/test_train.py tests/test_techniques.py {CHILD}",
     ),
     "gradcheck": ("src/klayer/gradcheck.py", "tests/test_gradcheck.py"),
     "prepare": (
         "src/klayer/data/prepare.py",
         "tests/test_prepare.py tests/test_data.py tests/test_config.py tests/test_images.py -k 'not fuzz'",
     ),
+    # not run yet (hot path being rewritten): check the selections when they are
     "layers": ("src/klayer/layers.py", "tests/test_layers.py tests/test_network.py"),
     "network": ("src/klayer/network.py", "tests/test_network.py tests/test_layers.py tests/test_techniques.py"),
-    "optim": ("src/klayer/training/optim.py", "tests/test_techniques.py tests/test_train.py"),
+    "optim": ("src/klayer/training/optim.py", f"tests/test_techniques.py tests/test_train.py {CHILD}"),
 }
 
 # What mutmut 3 skips (decorated functions, module constants): (original, mutant), each original
