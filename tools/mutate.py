@@ -20,7 +20,7 @@ Hypothesis runs with a fixed seed, so a verdict does not depend on the draw. Nee
 
 mutmut 3 mutates the bodies of undecorated functions only: not properties, not pydantic validators,
 not module constants. ``--by-hand`` applies the mutations listed in ``HAND`` for those, one at a
-time, and runs the same tests (``.mutation/<module>/`` again, without mutmut).
+time, and runs the same tests (in ``.mutation/<module>-by-hand/``, without mutmut).
 """
 
 from __future__ import annotations
@@ -110,9 +110,9 @@ def toml_list(items) -> str:
     return "[" + ", ".join(json.dumps(str(i)) for i in items) + "]"
 
 
-def prepare_folder(module: str) -> Path:
+def prepare_folder(module: str, folder: str | None = None) -> Path:
     target, tests = MODULES[module]
-    work = ROOT / ".mutation" / module
+    work = ROOT / ".mutation" / (folder or module)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     # the project's files, tracked or new (not ignored), as the tests expect them (experiments/, docs/ ...)
@@ -161,7 +161,7 @@ def results(module: str) -> tuple[Counter, dict]:
 def by_hand(module: str) -> int:
     """Apply each of ``HAND[module]`` alone and run the module's tests; print the survivors."""
     target, tests = MODULES[module]
-    work = prepare_folder(module)
+    work = prepare_folder(module, f"{module}-by-hand")  # mutmut's results in .mutation/<module>/ stay
     path = work / target
     original = path.read_text()
     env = dict(environment(), PYTHONPATH=str(work / "src"), PYTHONDONTWRITEBYTECODE="1")
