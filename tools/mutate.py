@@ -7,7 +7,7 @@
     python tools/mutate.py prepare --by-hand      # the mutants mutmut cannot make (see HAND)
 
 Each module runs in its own work folder, ``.mutation/<module>/`` (git-ignored, recreated on every
-run): a copy of ``src/`` and ``tests/`` and this project's ``pyproject.toml`` with a
+run): a copy of the project's files (tracked or new, not ignored), its ``pyproject.toml`` with a
 ``[tool.mutmut]`` table that mutates that one file and selects its tests. mutmut copies it again
 into ``mutants/`` there, records which selected tests call each function, then runs every mutant
 against only those tests (``-x``). The last line is ``module: killed/total``.
@@ -159,7 +159,7 @@ def results(module: str) -> tuple[Counter, dict]:
 
 
 def by_hand(module: str) -> int:
-    """Apply each of ``HAND[module]`` alone and run the module's tests; print the survivors."""
+    """Apply each of ``HAND[module]`` alone and run the module's tests; print each verdict."""
     target, tests = MODULES[module]
     work = prepare_folder(module, f"{module}-by-hand")  # mutmut's results in .mutation/<module>/ stay
     path = work / target
@@ -169,14 +169,7 @@ def by_hand(module: str) -> int:
         sys.executable,
         "-m",
         "pytest",
-        "-x",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-m",
-        "not slow",
-        "--hypothesis-seed",
-        "0",
+        *shlex.split("-x -q -p no:cacheprovider -m 'not slow' --hypothesis-seed 0"),
     ]
     start, killed = time.perf_counter(), 0
     for old, new in HAND[module]:
