@@ -269,12 +269,13 @@ class GradcheckReport:
 
     @property
     def refused(self) -> str | None:
-        """Why nothing is tested for some parameter (a one-line reason), or None."""
+        """Why nothing is tested for some parameter (a one-line reason), or None. A refused row is
+        judged in absolute terms, so ``bound * unit`` is its noise floor (also when its scale is 0)."""
         for r in self.rows:
             if r.status == "refused":
                 return (
                     f"{r.name}'s gradient (largest entry {r.scale:.1e}) is at the check's noise level "
-                    f"({r.resolution * r.scale:.1e}), so nothing is tested: its true gradient is (almost) 0 "
+                    f"({r.bound * r.unit:.1e}), so nothing is tested: its true gradient is (almost) 0 "
                     "at this point; try another --seed"
                 )
         return None

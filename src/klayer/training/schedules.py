@@ -71,7 +71,7 @@ def exp_range_eta(t: int, eta_min, eta_max, n_s: int, gamma: float):
 
 def one_cycle_eta(t: int, eta_min, eta_max, total: int, warmup: float):
     """One cycle over ``total`` updates: up to ``eta_max`` in ``warmup * total``, then down to
-    ``eta_min / 1e4``, both halves cosine-shaped."""
+    ``eta_min / 1e4``, both halves cosine-shaped. Past ``total`` it stays at ``eta_min / 1e4``."""
     up = warmup * total
     eta_max = np.asarray(eta_max)
     if t < up:
@@ -83,11 +83,12 @@ def one_cycle_eta(t: int, eta_min, eta_max, total: int, warmup: float):
 
 def cosine_eta(t: int, eta_min, eta_max, total: int, warmup: float = 0.0):
     """Cosine annealing from ``eta_max`` to ``eta_min`` over ``total`` updates, after a linear
-    warm-up from 0 over the first ``warmup * total`` updates."""
+    warm-up from 0 over the first ``up = warmup * total`` updates: ``eta_max * min(t + 1, up) / up``,
+    never above ``eta_max``, also when ``up`` is fractional. Past ``total`` it stays at ``eta_min``."""
     up = warmup * total
     eta_max = np.asarray(eta_max)
     if t < up:
-        return eta_max * (t + 1) / up
+        return eta_max * min(t + 1, up) / up
     s = (t - up) / max(total - up, 1)
     return eta_min + (eta_max - eta_min) * (1 + math.cos(math.pi * min(s, 1.0))) / 2
 
