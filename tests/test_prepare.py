@@ -285,7 +285,7 @@ def test_data_config_as_a_dict():
     cfg = DataConfig(dataset="idx", path="/d", n_val=10)
     assert cfg.to_dict() == {
         "dataset": "idx", "path": "/d", "layout": "auto", "split": "all", "n_val": 10, "download": True,
-        "image_shape": None,
+        "image_shape": None, "whiten": "none", "zca_eps": 0.1,
     }  # fmt: skip
     assert DataConfig(**cfg.to_dict()) == cfg
 
