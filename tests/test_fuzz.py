@@ -187,3 +187,43 @@ def test_checkpoint_container_reader(tmp_path):
             assert data == valid, "a changed checkpoint was accepted"
 
     run()
+
+
+# -- forged sizes: a header that claims terabytes must be refused before anything is allocated --
+
+
+def test_idx_gzip_with_a_forged_size_is_refused_without_allocating_it(tmp_path):
+    body = bytes(range(256)) * 4
+    # dims (1024, 1023 * 2**22 + 1): the claimed size, 1023 * 2**32 + 1024 bytes (4 TB), agrees
+    # with gzip's trailer (the true size mod 2**32), so only the claim's absurdity gives it away
+    header = b"\x00\x00\x08\x02" + np.array([1024, 1023 * 2**22 + 1], ">u4").tobytes()
+    p = tmp_path / "forged-idx.gz"
+    p.write_bytes(gzip.compress(header + body))
+    with pytest.raises(DataError, match="forged|more than|disagrees") as e:
+        read_idx(p)
+    _one_line(e.value)
+    assert str(e.value).startswith(str(p))
+
+
+def _forge_tar_size(tar: bytes, size: int) -> bytes:
+    h = bytearray(tar[:512])
+    h[124:136] = b"\x80" + size.to_bytes(11, "big")  # base-256 size field
+    h[148:156] = b" " * 8
+    h[148:156] = b"%06o\x00 " % sum(h)
+    return bytes(h) + tar[512:]
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_tar_member_with_a_forged_size_is_refused_without_allocating_it(tmp_path, compress):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        info.size = len(VALID["python"])
+        tar.addfile(info, io.BytesIO(VALID["python"]))
+    data = _forge_tar_size(buf.getvalue(), 2**40)
+    p = tmp_path / ("forged.tar.gz" if compress else "forged.tar")
+    p.write_bytes(gzip.compress(data) if compress else data)
+    with pytest.raises(DataError) as e:
+        read_members(p, {"data_batch_1": "b1"})
+    _one_line(e.value)
+    assert str(e.value).startswith(str(p))
