@@ -85,8 +85,11 @@ def read_members(archive, wanted: dict[str, str]) -> dict[str, bytes]:
                 base = posixpath.basename(member.name)
                 if member.isfile() and base in wanted:
                     if member.size > limit:
-                        raise DataError(archive, f"member {member.name!r} claims {member.size} bytes, "
-                                                 f"more than the {size}-byte archive can hold")
+                        raise DataError(
+                            archive,
+                            f"member {member.name!r} claims {member.size} bytes, "
+                            f"more than the {size}-byte archive can hold",
+                        )
                     found[wanted[base]] = _read_exactly(tar.extractfile(member), member.size)
         except _ARCHIVE_ERRORS as e:
             raise DataError(archive, f"corrupt or truncated archive ({e})") from None

@@ -84,8 +84,10 @@ def read_idx(path) -> np.ndarray:
             if (offset + n_bytes) % 2**32 != struct.unpack("<I", raw[-4:])[0]:
                 raise DataError(path, f"IDX header (shape {shape}) disagrees with the gzip size")
             if offset + n_bytes > _MAX_DEFLATE_RATIO * len(raw):
-                raise DataError(path, f"IDX header says {n_bytes} data bytes for shape {shape}, "
-                                      f"more than {len(raw)} gzip bytes can hold")
+                raise DataError(
+                    path,
+                    f"IDX header says {n_bytes} data bytes for shape {shape}, more than {len(raw)} gzip bytes can hold",
+                )
             body = head + _read_at_most(g, offset + n_bytes + 1 - len(head))
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(path, f"corrupt gzip data ({e})") from None
