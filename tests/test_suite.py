@@ -303,3 +303,34 @@ def test_report_numbers_come_from_the_runs(quick_suite, tmp_path):
         assert f"| a3_9layer_bn | {after} |" in (tmp_path / "report.md").read_text()
     finally:
         path.write_text(original)
+
+
+def test_bonus_ablation_study_runs_and_reports_against_the_best_student_solution(tmp_path, rng):
+    """The optional "Beyond the reports" study, in quick mode on a small IDX data set: every
+    experiment of the ladder trains (ZCA, augmentation, Nesterov, AdamW, dropout, smoothing
+    together), and the report's table compares each with 54.0% and 58.66%."""
+    from klayer.suite.runner import reproduce
+
+    data = write_idx_data(tmp_path / "data", rng)
+    exp = tmp_path / "experiments"
+    exp.mkdir()
+    study = load_study(ROOT / "experiments" / "suite_bonus.toml", quick=True)
+    assert study["optional"] and study["name"] not in STUDIES
+    assert study["experiments"][0] == "a3_3layer_bn" and "bonus_fast" in study["experiments"]
+    assert "bonus_best" in study["experiments"]
+    for name in study["experiments"]:
+        text = (ROOT / "experiments" / f"{name}.toml").read_text()
+        text = re.sub(r'split = "all"\nn_val = \d+', f'dataset = "idx"\npath = "{data}"\nn_val = 100', text)
+        text = re.sub(r"hidden = \[[^]]*\]", "hidden = [32, 16]", text)
+        assert f'path = "{data}"' in text, name
+        (exp / f"{name}.toml").write_text(text)
+    (exp / "suite_bonus.toml").write_text((ROOT / "experiments" / "suite_bonus.toml").read_text())
+    out = reproduce([exp / "suite_bonus.toml"], out=tmp_path / "o", quick=True, seeds=1, n_jobs=1, log=lambda *a: None)
+    md = (out / "report.md").read_text()
+    assert "## bonus_ablation" in md
+    for name in study["experiments"]:
+        assert re.search(rf"\| {name} \| \d+\.\d\d ± \d+\.\d\d% \(n=1\)", md), name
+        res = json.loads((out / "bonus_ablation" / "runs" / f"{name}-s0" / "results.json").read_text())
+        assert res["status"] == "complete"
+    assert md.count("54.00%, 58.66%") == len(study["experiments"]) - 1  # not the baseline's row
+    assert "best public student solution (58.66%)" in md
