@@ -132,3 +132,95 @@ def test_softmax_is_stable_for_huge_scores():
     loss, dS = layers.softmax_cross_entropy(S, np.array([0, 0]))
     assert np.isfinite(loss) and np.isfinite(dS).all()
     np.testing.assert_allclose(loss, (0 + 2e6) / 2)
+
+
+def test_linear_shared_input_with_two_model_axes(rng):
+    """A shared batch X (N, d) with weights (K1, K2, m, d): every network gets X @ W.T + b."""
+    X = rng.standard_normal((6, 5))
+    W = rng.standard_normal((2, 3, 4, 5))
+    b = rng.standard_normal((2, 3, 4))
+    dout = rng.standard_normal((2, 3, 6, 4))
+    S, cache = layers.linear_forward(X, W, b)
+    dX, dW, db = layers.linear_backward(dout, cache)
+    for i in range(2):
+        for j in range(3):
+            np.testing.assert_allclose(S[i, j], X @ W[i, j].T + b[i, j], rtol=1e-12)
+            np.testing.assert_allclose(dW[i, j], dout[i, j].T @ X, rtol=1e-12)
+            np.testing.assert_allclose(db[i, j], dout[i, j].sum(axis=0), rtol=1e-12)
+            np.testing.assert_allclose(dX[i, j], dout[i, j] @ W[i, j], rtol=1e-12)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_linear_backward_skips_the_input_gradient_on_request(rng, shared):
+    X = rng.standard_normal((6, 5) if shared else (3, 6, 5))
+    W = rng.standard_normal((3, 4, 5))
+    b = rng.standard_normal((3, 4))
+    dout = rng.standard_normal((3, 6, 4))
+    _, cache = layers.linear_forward(X, W, b)
+    dX, dW, db = layers.linear_backward(dout, cache, need_dX=False)
+    assert dX is None
+    full = layers.linear_backward(dout, cache)
+    np.testing.assert_array_equal(dW, full[1])
+    np.testing.assert_array_equal(db, full[2])
+
+
+def test_batchnorm_batch_of_one_says_why():
+    with pytest.raises(KlayerError, match=r"got 1 \(the variance of one sample is zero\)$"):
+        layers.batchnorm_train_forward(np.ones((3, 1, 4)), np.ones(4), np.zeros(4), 1e-10)
+
+
+@pytest.mark.parametrize("lead", [(), (3,)])
+def test_softmax_is_the_normalized_exponential(rng, lead):
+    S = rng.standard_normal((*lead, 4, 3)) * 3
+    E = np.exp(S)
+    np.testing.assert_allclose(layers.softmax(S), E / E.sum(axis=-1, keepdims=True), rtol=1e-12)
+
+
+def test_softmax_is_stable_row_by_row():
+    """Rows of very different scales: each row is shifted by its own maximum, so nothing underflows
+    to 0/0 and nothing overflows (the exact probabilities are written out)."""
+    S = np.array([[[1000.0, 1000.0 + np.log(3), -5000.0], [-2000.0, -2000.0, -2000.0 + np.log(2)]]])
+    S = np.concatenate([S, S[:, ::-1]])  # a model axis, (2, 2, 3)
+    P = layers.softmax(S)
+    expected = np.array([[0.25, 0.75, 0.0], [0.25, 0.25, 0.5]])
+    np.testing.assert_allclose(P[0], expected, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(P[1], expected[::-1], rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("lead", [(), (3,)])
+def test_label_smoothing_agrees_with_pytorch(rng, lead):
+    """Loss and gradient against torch's cross_entropy(label_smoothing=s), per network of a stack."""
+    torch = pytest.importorskip("torch")
+    s, N, C = 0.15, 6, 4
+    S = rng.standard_normal((*lead, N, C)) * 2
+    y = rng.integers(0, C, N)
+    loss, dS = layers.softmax_cross_entropy(S, y, s)
+    assert np.shape(loss) == lead
+    for k in np.ndindex(*lead):
+        t = torch.tensor(S[k], requires_grad=True)
+        tl = torch.nn.functional.cross_entropy(t, torch.tensor(y), label_smoothing=s)
+        tl.backward()
+        assert float(loss[k]) == pytest.approx(float(tl.detach()), rel=1e-12)
+        np.testing.assert_allclose(dS[k], t.grad.numpy(), rtol=1e-10, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_mask_is_inverted_dropout_of_a_uniform_draw(dtype):
+    """Keep where u >= p for u uniform on [0, 1) drawn in the mask's precision, scale 1 / (1 - p)."""
+    p, shape = 0.3, (2, 50, 40)
+    m = layers.dropout_mask(shape, p, np.random.default_rng(3), dtype)
+    u = np.random.default_rng(3).random(shape, dtype=dtype)
+    assert m.dtype == dtype and m.shape == shape
+    np.testing.assert_array_equal(m, np.where(u >= p, dtype(1 / (1 - p)), dtype(0)))
+    # the boundary u == p is kept: P(keep) = P(u >= p) = 1 - p exactly on the generator's grid
+    p_hit = float(u[0, 0, 0])
+    m = layers.dropout_mask(shape, p_hit, np.random.default_rng(3), dtype)
+    assert m[0, 0, 0] == dtype(1 / (1 - p_hit))
+
+
+def test_dropout_forward_and_backward_multiply_by_the_mask(rng):
+    H = rng.standard_normal((4, 5))
+    dout = rng.standard_normal((4, 5))
+    mask = np.where(rng.random((4, 5)) < 0.5, 0.0, 2.0)
+    np.testing.assert_array_equal(layers.dropout_forward(H, mask), H * mask)
+    np.testing.assert_array_equal(layers.dropout_backward(dout, mask), dout * mask)

@@ -1,19 +1,28 @@
 """Whole-network gradients, the model axis, and the reports' properties."""
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from klayer import layers
+from klayer.errors import ConfigError
 from klayer.gradcheck import expected_zero
 from klayer.network import (
     Network,
     NetworkConfig,
     backward,
+    data_loss_and_grads,
+    dropout_masks,
     forward,
+    hidden_activations,
+    init_bn_state,
     init_params,
     loss_and_grads,
     stack_networks,
+    unstack_network,
 )
 
 
@@ -188,3 +197,280 @@ def test_torch_autograd_agrees():
     assert float(tcost.detach()) == pytest.approx(float(cost), rel=1e-12)
     for k in params:
         np.testing.assert_allclose(grads[k], tp[k].grad.numpy(), rtol=1e-9, atol=1e-13)
+
+
+# -- configuration --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"input_size": 0}, "input_size=0, hidden=[4], n_classes=3 (need positive widths and at least 2 classes)"),
+        ({"n_classes": 1}, "input_size=5, hidden=[4], n_classes=1 (need"),
+        ({"hidden": (4, 0)}, "input_size=5, hidden=[4, 0], n_classes=3 (need"),
+        ({"init": "glorot"}, "model.init must be one of he, xavier, normal, got 'glorot'"),
+        ({"dtype": "float16"}, "dtype must be one of float32, float64, got 'float16'"),
+        ({"sigma": 0.0}, "sigma and eps must be positive, got 0.0, 1e-10"),
+        ({"eps": 0.0}, "sigma and eps must be positive, got 0.1, 0.0"),
+        ({"eps": float("nan")}, "sigma and eps must be positive"),
+        ({"dropout": 1.0}, "dropout rates must be in [0, 1), got 1.0, 0.0"),
+        ({"input_dropout": 1.0}, "dropout rates must be in [0, 1), got 0.0, 1.0"),
+        ({"dropout": -0.1}, "dropout rates must be in"),
+    ],
+)
+def test_invalid_network_configs_are_refused_with_the_reason(kwargs, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        NetworkConfig(**{"input_size": 5, "hidden": (4,), "n_classes": 3, **kwargs})
+
+
+def test_the_smallest_valid_network_config_is_accepted():
+    """Every bound is inclusive where the docs say so: width 1, 2 classes, rates just below 1."""
+    c = NetworkConfig(1, (1,), 2, sigma=1e-300, eps=1e-300, dropout=0.999, input_dropout=0.999)
+    assert c.sizes == [1, 1, 2] and c.n_layers == 2
+
+
+def test_hidden_widths_become_a_tuple_of_ints():
+    c = NetworkConfig(5, [np.int64(4), 3.0], 3)
+    assert c.hidden == (4, 3) and all(type(m) is int for m in c.hidden)
+    hash(c)  # frozen and hashable: a list would not be
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_param_names_are_in_layer_order(batch_norm):
+    c = NetworkConfig(5, (4, 3), 2, batch_norm)
+    if batch_norm:
+        expected = ["W1", "b1", "gamma1", "beta1", "W2", "b2", "gamma2", "beta2", "W3", "b3"]
+    else:
+        expected = ["W1", "b1", "W2", "b2", "W3", "b3"]
+    assert c.param_names() == expected
+    assert NetworkConfig(5, (), 2, batch_norm).param_names() == ["W1", "b1"]
+    assert sorted(init_params(c, np.random.default_rng(0))) == sorted(expected)
+
+
+# -- initialization -------------------------------------------------------------------------------
+def test_xavier_initialization_has_variance_one_over_fan_in(rng):
+    p = init_params(NetworkConfig(3072, (50,), 10, init="xavier"), rng)
+    assert abs(p["W1"].std() / np.sqrt(1 / 3072) - 1) < 0.05
+    assert abs(p["W2"].std() / np.sqrt(1 / 50) - 1) < 0.15
+
+
+def test_float32_networks_have_float32_everything(rng):
+    c = NetworkConfig(6, (5, 4), 3, True, dtype="float32", dropout=0.2, input_dropout=0.1)
+    p = init_params(c, rng)
+    assert {k: v.dtype for k, v in p.items()} == {k: np.dtype(np.float32) for k in c.param_names()}
+    assert all(v.dtype == np.float32 for v in init_bn_state(c).values())
+    masks = dropout_masks(c, 7, rng)
+    assert set(masks) == {"H0", "H1", "H2"} and all(m.dtype == np.float32 for m in masks.values())
+    _, _, grads, _ = loss_and_grads(p, rng.standard_normal((7, 6)).astype(np.float32), np.arange(7) % 3, c, 0.1, masks)
+    assert all(g.dtype == np.float32 for g in grads.values())
+
+
+def test_running_statistics_start_at_zero_mean_unit_variance():
+    c = NetworkConfig(6, (5, 4), 3, True)
+    one, stack = init_bn_state(c), init_bn_state(c, K=3)
+    assert sorted(one) == sorted(stack) == ["mu1", "mu2", "var1", "var2"]
+    for l, m in ((1, 5), (2, 4)):
+        np.testing.assert_array_equal(one[f"mu{l}"], np.zeros(m))
+        np.testing.assert_array_equal(one[f"var{l}"], np.ones(m))
+        np.testing.assert_array_equal(stack[f"mu{l}"], np.zeros((3, m)))
+        np.testing.assert_array_equal(stack[f"var{l}"], np.ones((3, m)))
+    assert init_bn_state(NetworkConfig(6, (5,), 3, False), K=2) == {}
+
+
+# -- the L2 penalty, smoothing and the trainer's scale ------------------------------------------
+def test_float32_penalty_gradient_is_float32_arithmetic(rng):
+    """A float32 network's gradient is dL/dW + 2 lam W rounded in float32 (lam too), bitwise."""
+    c = NetworkConfig(6, (5,), 3, dtype="float32")
+    p = init_params(c, rng)
+    X, y = rng.standard_normal((8, 6)).astype(np.float32), rng.integers(0, 3, 8)
+    lam = 0.1  # not a float32 number
+    _, _, g0, _ = loss_and_grads(p, X, y, c, 0.0)
+    _, _, g, _ = loss_and_grads(p, X, y, c, lam)
+    for l in (1, 2):
+        W = p[f"W{l}"]
+        np.testing.assert_array_equal(g[f"W{l}"], g0[f"W{l}"] + np.float32(2) * np.float32(lam) * W)
+
+
+def test_data_loss_and_grads_has_no_smoothing_and_no_penalty_by_default(rng):
+    c = NetworkConfig(6, (5,), 3)
+    p = init_params(c, rng)
+    X, y = rng.standard_normal((8, 6)), rng.integers(0, 3, 8)
+    loss, grads, _ = data_loss_and_grads(p, X, y, c)
+    scores = np.maximum(X @ p["W1"].T + p["b1"], 0) @ p["W2"].T + p["b2"]
+    logP = scores - np.log(np.exp(scores).sum(axis=1, keepdims=True))
+    assert float(loss) == pytest.approx(-logP[np.arange(8), y].mean(), rel=1e-12)
+    _, l2, g2, _ = loss_and_grads(p, X, y, c, 0.0)
+    assert float(loss) == float(l2)
+    for k in grads:
+        np.testing.assert_array_equal(grads[k], g2[k])
+
+
+def test_loss_and_grads_with_label_smoothing_agrees_with_pytorch(rng):
+    torch = pytest.importorskip("torch")
+    c = NetworkConfig(6, (5,), 3)
+    p = init_params(c, rng)
+    X, y = rng.standard_normal((8, 6)), rng.integers(0, 3, 8)
+    lam, s = 0.02, 0.2
+    cost, loss, grads, _ = loss_and_grads(p, X, y, c, lam, smoothing=s)
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in p.items()}
+    scores = torch.relu(torch.tensor(X) @ tp["W1"].T + tp["b1"]) @ tp["W2"].T + tp["b2"]
+    tloss = torch.nn.functional.cross_entropy(scores, torch.tensor(y), label_smoothing=s)
+    tcost = tloss + lam * ((tp["W1"] ** 2).sum() + (tp["W2"] ** 2).sum())
+    tcost.backward()
+    assert float(loss) == pytest.approx(float(tloss.detach()), rel=1e-12)
+    assert float(cost) == pytest.approx(float(tcost.detach()), rel=1e-12)
+    for k in p:
+        np.testing.assert_allclose(grads[k], tp[k].grad.numpy(), rtol=1e-9, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_scale_multiplies_each_networks_gradients(rng, dtype):
+    """scale = (K,) learning rates: network k's gradients come out times scale[k]; in float32 the
+    scale is rounded to float32 before it multiplies the upstream gradient (float32 arithmetic)."""
+    c = NetworkConfig(6, (5,), 3, True, dtype=dtype)
+    stack = stack_networks([Network.init(c, np.random.default_rng(s)) for s in range(3)])
+    X, y = rng.standard_normal((8, 6)).astype(dtype), rng.integers(0, 3, 8)
+    eta = np.array([0.1, 0.3, 0.7])
+    loss, grads, _ = data_loss_and_grads(stack.params, X, y, c, scale=eta)
+    loss0, grads0, _ = data_loss_and_grads(stack.params, X, y, c)
+    np.testing.assert_array_equal(loss, loss0)
+    tol = {"float32": (1e-5, 1e-7), "float64": (1e-12, 1e-15)}[dtype]  # b1 in front of BN: 0 + round-off
+    for k in range(3):
+        for name in grads:
+            np.testing.assert_allclose(grads[name][k], eta[k] * grads0[name][k], rtol=tol[0], atol=tol[1])
+    if dtype == "float32":  # the same upstream gradient, times float32(eta), through backward
+        scores, caches, _ = forward(stack.params, X, c, train=True)
+        dscores = layers.softmax_cross_entropy(scores, y)[1]
+        ref = backward(dscores * eta.astype(np.float32)[:, None, None], caches, c)
+        for name in grads:
+            np.testing.assert_array_equal(grads[name], ref[name])
+
+
+# -- hidden activations ---------------------------------------------------------------------------
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_hidden_activations_are_each_layers_S_Z_and_H(rng, batch_norm):
+    c = NetworkConfig(6, (5, 4), 3, batch_norm)
+    p = init_params(c, rng)
+    if batch_norm:
+        p["gamma1"], p["beta1"] = rng.uniform(0.5, 2, 5), rng.standard_normal(5)
+    X = rng.standard_normal((9, 6))
+    out = list(hidden_activations(p, X, c))
+    assert [o[0] for o in out] == [1, 2]
+    H = X
+    for l, S, Z, Hl in out:
+        S_ref = H @ p[f"W{l}"].T + p[f"b{l}"]
+        Z_ref = S_ref
+        if batch_norm:
+            Z_ref = p[f"gamma{l}"] * (S_ref - S_ref.mean(0)) / np.sqrt(S_ref.var(0) + c.eps) + p[f"beta{l}"]
+        np.testing.assert_allclose(S, S_ref, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(Z, Z_ref, rtol=1e-9, atol=1e-12)
+        np.testing.assert_array_equal(Hl, np.where(Z > 0, Z, 0))
+        assert (Z < 0).any() and (Z > 0).any()
+        H = Hl
+    scores = forward(p, X, c, train=True)[0]
+    np.testing.assert_allclose(scores, H @ p["W3"].T + p["b3"], rtol=1e-12)
+
+
+# -- stacks ----------------------------------------------------------------------------------------
+def test_stacking_refuses_a_different_architecture():
+    a = Network.init(NetworkConfig(5, (4,), 3), np.random.default_rng(0))
+    wider = Network.init(NetworkConfig(5, (6,), 3), np.random.default_rng(1))
+    bn = Network.init(NetworkConfig(5, (4,), 3, True), np.random.default_rng(2))
+    for odd in (wider, bn):
+        for nets in ([a, odd], [a, a, odd]):
+            with pytest.raises(ConfigError, match="^networks in one stack must share their architecture$"):
+                stack_networks(nets)
+    # a config differing in anything else (dropout, init) stacks
+    other = Network.init(NetworkConfig(5, (4,), 3, dropout=0.5, init="xavier"), np.random.default_rng(3))
+    assert stack_networks([a, other]).n_models == 2
+
+
+def test_unstack_takes_the_given_config(rng):
+    c = NetworkConfig(5, (4,), 3, True)
+    nets = [Network.init(c, np.random.default_rng(s)) for s in range(2)]
+    stack = stack_networks(nets)
+    own = NetworkConfig(5, (4,), 3, True, dropout=0.3)
+    one = unstack_network(stack, 1, own)
+    assert one.config is own and one.n_models is None
+    assert unstack_network(stack, 1).config is c
+    for k in nets[1].params:
+        np.testing.assert_array_equal(one.params[k], nets[1].params[k])
+        assert not np.shares_memory(one.params[k], stack.params[k])
+
+
+# -- Network methods ---------------------------------------------------------------------------------
+def test_network_forward_in_training_mode_uses_batch_statistics(rng):
+    c = NetworkConfig(6, (5,), 3, True)
+    net = Network.init(c, rng)  # running statistics: zero mean, unit variance
+    X = rng.standard_normal((9, 6)) * 3 + 2
+    np.testing.assert_array_equal(net.forward(X, train=True), forward(net.params, X, c, train=True)[0])
+    assert not np.allclose(net.forward(X), net.forward(X, train=True))
+
+
+def _reference_eval(scores, y, lam, penalty):
+    """Mean cross-entropy, cost and accuracy of one network's float64 scores, written out."""
+    lse = np.log(np.exp(scores - scores.max(1, keepdims=True)).sum(1)) + scores.max(1)
+    loss = np.mean(lse - scores[np.arange(len(y)), y])
+    return {"cost": loss + lam * penalty, "loss": loss, "accuracy": np.mean(scores.argmax(1) == y)}
+
+
+@pytest.mark.parametrize("chunk", [4, 7, 2500])
+def test_evaluate_is_cost_loss_and_accuracy_chunk_by_chunk(rng, chunk):
+    c = NetworkConfig(6, (5,), 4, True)
+    nets = [Network.init(c, np.random.default_rng(s)) for s in range(2)]
+    for net in nets:
+        net.bn_state = {"mu1": rng.standard_normal(5), "var1": rng.uniform(0.5, 2, 5)}
+    stack = stack_networks(nets)
+    X, y = rng.standard_normal((23, 6)), rng.integers(0, 4, 23)
+    lam = 0.05
+    res = stack.evaluate(X, y, lam, chunk=chunk)
+    for k, net in enumerate(nets):
+        penalty = sum((net.params[f"W{l}"] ** 2).sum() for l in (1, 2))
+        ref = _reference_eval(net.forward(X), y, lam, penalty)
+        one = net.evaluate(X, y, lam, chunk=chunk)
+        for key in ("cost", "loss", "accuracy"):
+            assert type(one[key]) is float and one[key] == pytest.approx(ref[key], rel=1e-12)
+            assert res[key].shape == (2,) and res[key][k] == pytest.approx(ref[key], rel=1e-12)
+        assert 0 < ref["accuracy"] < 1 and ref["cost"] > ref["loss"]
+        assert net.evaluate(X, y, chunk=chunk)["cost"] == pytest.approx(ref["loss"], rel=1e-12)  # lam = 0
+        # raw rows through prep: the same as the features
+        prepped = net.evaluate(X / 2, y, lam, chunk=chunk, prep=lambda a: a * 2)
+        assert prepped == pytest.approx(one, rel=1e-12)
+
+
+def test_evaluate_sums_float32_losses_in_float64():
+    """Rows whose float32 losses are exact integers: 2**24 + 1001 is not a float32 number, so the
+    mean loss (2**24 + 1001) / 2 comes out only if the sum is taken in float64."""
+    c = NetworkConfig(1, (), 2, dtype="float32")
+    net = Network(c, {"W1": np.array([[0.0], [1.0]], np.float32), "b1": np.zeros(2, np.float32)})
+    X = np.array([[2.0**24], [1001.0]], np.float32)  # scores [0, x]: label 0 costs exactly x
+    res = net.evaluate(X, np.array([0, 0]))
+    assert res["loss"] == (2**24 + 1001) / 2 and res["accuracy"] == 0.0
+
+
+@pytest.mark.parametrize("chunk", [3, 2500])
+def test_predict_proba_is_the_softmax_of_eval_scores(rng, chunk):
+    c = NetworkConfig(6, (5,), 4, True)
+    nets = [Network.init(c, np.random.default_rng(s)) for s in range(2)]
+    stack = stack_networks(nets)
+    X = rng.standard_normal((8, 6))
+    P = stack.predict_proba(X, chunk=chunk)
+    assert P.shape == (2, 8, 4)
+    for k, net in enumerate(nets):
+        S = net.forward(X)
+        E = np.exp(S - S.max(1, keepdims=True))
+        np.testing.assert_allclose(P[k], E / E.sum(1, keepdims=True), rtol=1e-12)
+        np.testing.assert_allclose(net.predict_proba(X / 2, chunk=chunk, prep=lambda a: a * 2), P[k], rtol=1e-12)
+
+
+def test_network_config_defaults_are_the_model_tables_on_cifar10():
+    """The Python defaults agree with the config file's [model] table, CIFAR-10's sizes
+    (32 x 32 x 3 inputs, 10 classes) and the scikit-learn estimator's float64."""
+    import inspect
+
+    from klayer.config import ModelConfig
+    from klayer.sklearn import KLayerClassifier
+
+    c, m = NetworkConfig(), ModelConfig()
+    for key in ("hidden", "batch_norm", "init", "sigma", "eps", "dropout", "input_dropout"):
+        assert getattr(c, key) == getattr(m, key), key
+    assert (c.input_size, c.n_classes) == (32 * 32 * 3, 10)
+    assert c.dtype == inspect.signature(KLayerClassifier).parameters["dtype"].default

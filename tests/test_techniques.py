@@ -10,7 +10,7 @@ from klayer import layers
 from klayer.network import Network, NetworkConfig, dropout_masks, loss_and_grads
 from klayer.training import schedules as sch
 from klayer.training.augment import Augmenter, colour_jitter, flip, resized_crop, translate
-from klayer.training.optim import SGD, Adam, adam_update
+from klayer.training.optim import SGD, Adam, adam_update, make_optimizer, sgd_update
 
 
 # -- schedules --------------------------------------------------------------------------------
@@ -163,6 +163,85 @@ def test_adam_bias_correction_makes_the_first_step_eta_times_the_sign(rng):
     state = Adam().init(p)
     adam_update(p, {"W1": g["W1"].copy()}, state, np.array([0.01]), np.array([0.0]), 0)
     np.testing.assert_allclose(p["W1"], -0.01 * np.sign(g["W1"]), rtol=1e-4)
+
+
+def _torch_run(make, p, grads):
+    """Our optimizer's result needs no K axis here: p and grads are (3, 4) / (3,) arrays."""
+    return _torch_step(make, p, grads, len(grads))
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_default_hyperparameters_are_pytorchs(rng, explicit):
+    """Adam() and adam_update's defaults are Kingma & Ba's (PyTorch's betas, eps, no decay); SGD(mu)
+    and sgd_update(..., mu) are heavy-ball momentum (PyTorch's nesterov=False)."""
+    torch = pytest.importorskip("torch")
+    p = {"W1": rng.standard_normal((3, 4)), "b1": rng.standard_normal(3)}
+    grads = [{k: rng.standard_normal(v.shape) for k, v in p.items()} for _ in range(5)]
+    eta = 0.01
+    for opt, make in [
+        (Adam(), lambda tp: torch.optim.Adam(tp.values(), lr=eta)),
+        (SGD(0.9), lambda tp: torch.optim.SGD(tp.values(), lr=eta, momentum=0.9)),
+    ]:
+        ours = {k: v[None].copy() for k, v in p.items()}
+        state = opt.init(ours)
+        for t, g in enumerate(grads):
+            gg = {k: (eta * v if opt.prescaled else v)[None].copy() for k, v in g.items()}
+            args = (ours, gg, state, np.array([eta]), np.array([0.0]))
+            if not explicit:
+                opt.update(*args, t)
+            elif isinstance(opt, Adam):
+                adam_update(*args, t)
+            else:
+                sgd_update(*args, 0.9)
+        theirs = _torch_run(make, p, grads)
+        for k in p:
+            np.testing.assert_allclose(ours[k][0], theirs[k], rtol=1e-10, atol=1e-12, err_msg=f"{opt} {k}")
+
+
+def test_plain_sgd_keeps_no_state_and_is_the_default(rng):
+    p = _params(rng)
+    assert SGD().init(p) == {} and SGD(0.0, False).init(p) == {}
+    g = {k: rng.standard_normal(v.shape) for k, v in p.items()}
+    eta, lam = np.array([0.1, 0.05]), np.array([0.3, 0.01])
+    expected = {
+        "W1": (1 - 2 * eta * lam)[:, None, None] * p["W1"] - eta[:, None, None] * g["W1"],
+        "b1": p["b1"] - eta[:, None] * g["b1"],
+    }
+    sgd_update(p, {k: v * eta.reshape((-1,) + (1,) * (v.ndim - 1)) for k, v in g.items()}, {}, eta, lam)
+    for k in p:
+        np.testing.assert_allclose(p[k], expected[k], rtol=1e-12)
+    m = SGD(0.5).init(p)
+    assert sorted(m) == ["v.W1", "v.b1"] and not any(v.any() for v in m.values())
+    a = Adam().init(p)
+    assert sorted(a) == ["m.W1", "m.b1", "v.W1", "v.b1"] and not any(v.any() for v in a.values())
+
+
+def test_float32_updates_are_float32_arithmetic(rng):
+    """A float32 stack is updated in float32: W <- (1 - 2 eta lam) W - eta dL/dW with the factor
+    rounded to float32 first (bitwise), not computed in float64 and rounded afterwards."""
+    W = rng.standard_normal((2, 30, 40)).astype(np.float32)
+    g = (rng.standard_normal((2, 30, 40)) * 0.01).astype(np.float32)
+    eta, lam = np.array([0.1, 0.07]), np.array([0.3, 0.011])
+    p = {"W1": W.copy()}
+    sgd_update(p, {"W1": g.copy()}, {}, eta, lam)
+    factor = (1 - 2 * eta * lam).astype(np.float32)[:, None, None]
+    np.testing.assert_array_equal(p["W1"], W * factor - g)
+    assert p["W1"].dtype == np.float32
+
+
+def test_make_optimizer_follows_the_train_config():
+    from klayer.config import TrainConfig
+
+    assert make_optimizer(TrainConfig(optimizer="sgd")) == SGD(0.0, False)
+    assert make_optimizer(TrainConfig(optimizer="sgd", momentum=0.8, nesterov=True)) == SGD(0.8, True)
+    assert make_optimizer(TrainConfig(optimizer="sgd", momentum=0.8)) == SGD(0.8, False)
+    adam = TrainConfig(optimizer="adam", beta1=0.8, beta2=0.99, adam_eps=1e-6)
+    assert make_optimizer(adam) == Adam(0.8, 0.99, 1e-6, 0.0)
+    adamw = TrainConfig(optimizer="adamw", beta1=0.8, beta2=0.99, adam_eps=1e-6, weight_decay=0.05)
+    assert make_optimizer(adamw) == Adam(0.8, 0.99, 1e-6, 0.05)
+    # the config's defaults are the optimizers' (and PyTorch's) defaults
+    assert make_optimizer(TrainConfig(optimizer="adam")) == Adam()
+    assert make_optimizer(TrainConfig(optimizer="sgd")) == SGD()
 
 
 # -- augmentation ----------------------------------------------------------------------------
