@@ -334,3 +334,21 @@ def test_bonus_ablation_study_runs_and_reports_against_the_best_student_solution
         assert res["status"] == "complete"
     assert md.count("54.00%, 58.66%") == len(study["experiments"]) - 1  # not the baseline's row
     assert "best public student solution (58.66%)" in md
+
+
+def test_the_estimate_grows_with_the_networks_products_and_whitening():
+    """The printed estimate follows the work: a 1024-512 network at batch 256 costs about its
+    products more per update than [50, 50] at batch 100, and ZCA whitening adds its one-off cost."""
+    from klayer.suite.runner import ZCA_SECONDS, estimate_seconds, update_seconds
+
+    exp = ROOT / "experiments"
+    small = load_experiment(exp / "a3_3layer_bn.toml")
+    wide = load_experiment(exp / "bonus_fast.toml")
+    flops = lambda c, d=3072: sum(a * b for a, b in zip([d, *c.model.hidden], [*c.model.hidden, 10]))  # noqa: E731
+    ratio = (wide.train.batch_size * flops(wide)) / (small.train.batch_size * flops(small))
+    assert 0.5 * ratio < update_seconds(wide) / update_seconds(small) < ratio
+    study = {"kind": "runs", "experiments": ["bonus_fast"], "set": []}
+    plain = {**study, "set": ["data.whiten='none'"]}
+    one = estimate_seconds([study], 1, exp, 1)
+    assert one - estimate_seconds([plain], 1, exp, 1) == pytest.approx(ZCA_SECONDS)
+    assert estimate_seconds([study], 3, exp, 1) - 10 == pytest.approx(3 * (one - 10))

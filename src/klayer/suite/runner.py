@@ -12,6 +12,28 @@ from .studies import experiment_config, load_study, run_study, suite_files
 __all__ = ["reproduce", "estimate_seconds"]
 
 
+# this machine's measured rates (one BLAS thread per worker): per-update overhead, float32 matrix
+# products, and the one-off ZCA whitening
+UPDATE_OVERHEAD = 3e-4
+FLOP_RATE = 1e11
+ZCA_SECONDS = 20.0
+
+
+def _forward_flops(cfg, d: int = 3072, classes: int = 10) -> float:
+    sizes = [d, *cfg.model.hidden, classes]
+    return 2.0 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+
+
+def update_seconds(cfg) -> float:
+    """Estimated seconds of one update: forward, backward (about twice the forward) and overhead."""
+    return UPDATE_OVERHEAD + 3 * cfg.train.batch_size * _forward_flops(cfg) / FLOP_RATE
+
+
+def row_seconds(cfg) -> float:
+    """Estimated seconds to evaluate one row."""
+    return 2e-7 + _forward_flops(cfg) / FLOP_RATE
+
+
 def estimate_seconds(studies: list[dict], seeds: int, exp_dir: Path, n_jobs: int) -> float:
     """A rough wall-time estimate: updates and evaluated rows at this machine's measured rates."""
     total = 0.0
@@ -42,8 +64,8 @@ def estimate_seconds(studies: list[dict], seeds: int, exp_dir: Path, n_jobs: int
             cycle = 2 * tc.n_s if tc.cyclic else spe
             evals = updates / max(1, round(cycle / tc.evals_per_cycle)) + 1
             rows = (tc.eval_train_subset or n_train) + (10000 if cfg.data.split == "batch1" else cfg.data.n_val)
-            width = cfg.model.hidden[0] if cfg.model.hidden else 10
-            total += count * (updates * 1.1e-3 * width / 50 + evals * rows * 5e-6 * width / 50)
+            total += count * (updates * update_seconds(cfg) + evals * rows * row_seconds(cfg))
+            total += count * (ZCA_SECONDS if cfg.data.whiten == "zca" else 0.0)
     return total / max(1, n_jobs) + 10 * len(studies)
 
 
