@@ -344,7 +344,7 @@ def test_the_estimate_grows_with_the_networks_products_and_whitening():
     exp = ROOT / "experiments"
     small = load_experiment(exp / "a3_3layer_bn.toml")
     wide = load_experiment(exp / "bonus_fast.toml")
-    flops = lambda c, d=3072: sum(a * b for a, b in zip([d, *c.model.hidden], [*c.model.hidden, 10]))  # noqa: E731
+    flops = lambda c, d=3072: sum(a * b for a, b in zip([d, *c.model.hidden], [*c.model.hidden, 10], strict=True))  # noqa: E731
     ratio = (wide.train.batch_size * flops(wide)) / (small.train.batch_size * flops(small))
     assert 0.5 * ratio < update_seconds(wide) / update_seconds(small) < ratio
     study = {"kind": "runs", "experiments": ["bonus_fast"], "set": []}
