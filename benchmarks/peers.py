@@ -165,3 +165,81 @@ def epoch_gflop(data, hidden=(50, 50), batch_size=100, evals_per_epoch=1.0, eval
     train = N * (fwd + (fwd - first) + fwd)  # forward, input gradients (not of layer 1), weight gradients
     rows = eval_rows if eval_rows is not None else len(data.y_train) + len(data.y_val)
     return (train + evals_per_epoch * rows * fwd) / 1e9
+
+
+# -- the limit: the matrix products a run has to do, timed alone at their real shapes --------------
+
+
+def step_products(sizes, batch, K=1):
+    """The matrix products of one training step of K networks of ``sizes = [d, m_1, ..., C]``
+    on ``batch`` rows, as klayer computes them: a list of ``(count, rows, inner, cols, label)``
+    (``count`` independent products of ``(rows, inner) @ (inner, cols)``). The first layer's
+    input gradient is not computed; the first layer of a stack is one product for all K."""
+    out = []
+    for l, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False), start=1):
+        if l == 1:
+            out.append((1, batch, a, K * b, "fwd1"))
+            out.append((1, K * b, batch, a, "dW1"))
+        else:
+            out.append((K, batch, a, b, f"fwd{l}"))
+            out.append((K, b, batch, a, f"dW{l}"))
+            out.append((K, batch, b, a, f"dX{l}"))
+    return out
+
+
+def eval_products(sizes, rows, K=1, chunk=2500):
+    """The forward products of evaluating ``rows`` rows in chunks of ``chunk`` (see step_products)."""
+    out = []
+    for start in range(0, rows, chunk):
+        r = min(chunk, rows - start)
+        for l, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False), start=1):
+            out.append((1, r, a, K * b, "eval1") if l == 1 else (K, r, a, b, f"eval{l}"))
+    return out
+
+
+def products_gflop(products) -> float:
+    return sum(2.0 * c * m * k * n for c, m, k, n, _ in products) / 1e9
+
+
+def time_products(products, threads: int, reps: int = 5, dtype=np.float32) -> float:
+    """Seconds the products take when timed alone (each the median of ``reps`` timings, with the
+    operand layouts klayer uses: ``X @ W.T``, ``dS.T @ X``, ``dS @ W``), summed."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    cache = {}
+    total = 0.0
+    with threadpool_limits(threads, user_api="blas"):
+        for c, m, k, n, label in products:
+            key = (c, m, k, n, label[:2])
+            if key not in cache:
+                lead = (c,) if c > 1 else ()
+                if label.startswith(("fwd", "eval")):  # X (m, k) @ W.T, W (n, k)
+                    A = rng.standard_normal((*lead, m, k), dtype=dtype)
+                    B = np.swapaxes(rng.standard_normal((*lead, n, k), dtype=dtype), -1, -2)
+                elif label.startswith("dW"):  # dS.T @ X, dS (k, m), X (k, n)
+                    A = np.swapaxes(rng.standard_normal((*lead, k, m), dtype=dtype), -1, -2)
+                    B = rng.standard_normal((*lead, k, n), dtype=dtype)
+                else:  # dS (m, k) @ W (k, n)
+                    A = rng.standard_normal((*lead, m, k), dtype=dtype)
+                    B = rng.standard_normal((*lead, k, n), dtype=dtype)
+                C = np.empty((*lead, m, n), dtype)
+                t = time.perf_counter()
+                np.matmul(A, B, out=C)
+                inner = max(1, int(0.002 / max(time.perf_counter() - t, 1e-7)))  # >= 2 ms a timing
+                ts = []
+                for _ in range(reps):
+                    t = time.perf_counter()
+                    for _ in range(inner):
+                        np.matmul(A, B, out=C)
+                    ts.append((time.perf_counter() - t) / inner)
+                cache[key] = float(np.median(ts))
+            total += cache[key]
+    return total
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (Linux ru_maxrss is in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
