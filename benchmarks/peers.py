@@ -23,8 +23,14 @@ def torch_train(
     threads=1,
     seed=0,
     compile=False,
+    momentum=0.0,
+    nesterov=False,
+    augment=None,
 ):
     """Train the assignment-3 network with PyTorch on CPU, evaluating like klayer does.
+
+    ``augment``: None, or a klayer Augmenter applied to each mini-batch's rows (numpy, as klayer
+    does it, so that both sides pay the same for it), with SGD momentum/Nesterov as given.
 
     Returns dict with seconds_per_epoch (training and evaluation passes), test_accuracy.
     """
@@ -57,7 +63,7 @@ def torch_train(
             nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
             nn.init.zeros_(mod.bias)
             weights.append(mod.weight)
-    opt = torch.optim.SGD(model.parameters(), lr=eta_min)
+    opt = torch.optim.SGD(model.parameters(), lr=eta_min, momentum=momentum, nesterov=nesterov)
     loss_fn = nn.CrossEntropyLoss()
 
     def step(xb, yb):
@@ -87,6 +93,7 @@ def torch_train(
     T = 2 * n_s * n_cycles
     every = round(2 * n_s / evals_per_cycle)
     g = torch.Generator().manual_seed(seed)
+    X_np, aug_rng = X.numpy(), np.random.default_rng(seed)
     t0 = time.perf_counter()
     evaluate(Xe, ye), evaluate(Xv, yv)
     perm = None
@@ -98,7 +105,10 @@ def torch_train(
         frac = (n_s - abs(t % (2 * n_s) - n_s)) / n_s
         for group in opt.param_groups:
             group["lr"] = eta_min + (eta_max - eta_min) * frac
-        step(X[idx], y[idx])
+        if augment is None:
+            step(X[idx], y[idx])
+        else:
+            step(torch.from_numpy(augment(X_np[idx.numpy()], aug_rng)), y[idx])
         if (t + 1) % every == 0:
             evaluate(Xe, ye), evaluate(Xv, yv)
     seconds = time.perf_counter() - t0
