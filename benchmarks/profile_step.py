@@ -225,10 +225,11 @@ def main():
     ap.add_argument("--evals", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="smoke test: few steps, a3 only")
     ap.add_argument("--quick-threads", type=int, default=1)
+    ap.add_argument("--quick-exp", choices=["a3", "bonus"], default="a3")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/profile.txt"))
     args = ap.parse_args()
     if args.quick:
-        args.steps, args.repeats, args.evals = 100, 3, 1
+        args.steps, args.repeats, args.evals = (100, 3, 1) if args.quick_exp == "a3" else (20, 3, 1)
 
     data = load_dataset(DataConfig(download=False), args.data, dtype="float32")
     peak = {t: sgemm_peak(t) for t in (1, 2)}
@@ -236,6 +237,8 @@ def main():
     bonus = load_experiment(ROOT / "experiments/bonus_fast.toml", ["train.checkpoint_every=0"])
     if args.quick:
         plan = [("a3_3layer_bn", a3, data, args.quick_threads)]
+        if args.quick_exp == "bonus":
+            plan = [("bonus_fast", bonus, emulate_zca(data), args.quick_threads)]
     else:
         plan = [
             ("a3_3layer_bn", a3, data, 2),

@@ -332,3 +332,19 @@ def test_input_size_is_the_feature_count():
     assert small_dataset().input_size == 3
     ds = small_dataset(X_train=np.zeros((7, 5), np.uint8), y_train=np.zeros(7, int))
     assert ds.input_size == 5 and ds.sizes() == {"train": 7, "val": 5, "test": 5}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_features_fast_path_equals_the_subtract_with_casting_bitwise(rng, dtype):
+    """Dataset.features casts, then subtracts and scales in place: bit for bit the reference
+    ``np.subtract(X, mean, dtype=dtype) * (1 / std)``, for pixels and for float rows."""
+    mean, std = rng.normal(100, 30, 3072), rng.uniform(0.5, 80, 3072)
+    ds = small_dataset(X_train=np.zeros((2, 3072), np.uint8), mean=mean, std=std, dtype=dtype)
+    m, inv = mean.astype(dtype), (1.0 / std).astype(dtype)
+    for X in (rng.integers(0, 256, (100, 3072), dtype=np.uint8), rng.normal(100, 50, (7, 3072))):
+        ref = np.subtract(X, m, dtype=dtype, casting="unsafe")
+        ref *= inv
+        np.testing.assert_array_equal(ds.features(X), ref)
+        out = np.empty(X.shape, dtype)
+        assert ds.features(X, out=out) is out
+        np.testing.assert_array_equal(out, ref)

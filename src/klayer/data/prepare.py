@@ -176,7 +176,12 @@ class Dataset:
         split at once: ``float(X) - float(mean)``, then times ``float(1 / std)``."""
         dtype = np.dtype(dtype or (out.dtype if out is not None else self.dtype))
         m, inv = self._coefficients(dtype)
-        out = np.subtract(X, m, out=out, dtype=dtype, casting="unsafe")
+        if out is None:
+            out = np.empty(X.shape, dtype)
+        # the cast first, then in place: the same numbers as ``np.subtract(X, m, dtype=dtype)``
+        # (which casts X to dtype before subtracting), without the ufunc's slow casting loop
+        np.copyto(out, X, casting="unsafe")
+        out -= m
         out *= inv
         return out
 
