@@ -21,6 +21,7 @@ Biases, ``gamma`` and ``beta`` are not penalized.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,21 @@ def _per_model(v, like: np.ndarray) -> np.ndarray:
     """A scalar or (K,) vector shaped to broadcast against a stacked array ``like: (K, ...)``."""
     v = np.asarray(v, like.dtype)
     return v if v.ndim == 0 else v.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+_local = threading.local()
+
+
+def _scratch(like: np.ndarray) -> np.ndarray:
+    """A scratch array of ``like``'s shape and dtype, reused between calls (one per thread)."""
+    cache = _local.__dict__.setdefault("scratch", {})
+    key = (like.shape, like.dtype.str)
+    buf = cache.get(key)
+    if buf is None:
+        if len(cache) > 64:
+            cache.clear()
+        buf = cache[key] = np.empty_like(like)
+    return buf
 
 
 def sgd_update(params: dict, scaled_grads: dict, state: dict, eta, lam, momentum: float = 0.0, nesterov=False):
@@ -57,12 +73,15 @@ def sgd_update(params: dict, scaled_grads: dict, state: dict, eta, lam, momentum
         decay = name.startswith("W")
         if momentum:
             v = state[f"v.{name}"]
+            # products go through a reused scratch array: the same numbers as ``g += c * p`` and
+            # ``p += momentum * v``, without allocating (and page-faulting) a temporary per step
+            tmp = _scratch(p)
             if decay:
-                g += _per_model(two_eta_lam, p) * p
+                g += np.multiply(p, _per_model(two_eta_lam, p), out=tmp)
             v *= momentum
             v -= g
             if nesterov:
-                p += momentum * v
+                p += np.multiply(v, momentum, out=tmp)
                 p -= g
             else:
                 p += v
