@@ -47,6 +47,8 @@ CATEGORIES = {
     "batchnorm_eval_forward": "batch norm",
     "relu_forward": "ReLU",
     "relu_backward": "ReLU",
+    "relu_forward_inplace": "ReLU",
+    "relu_backward_inplace": "ReLU",
     "softmax_cross_entropy": "softmax + loss",
     "log_softmax": "softmax + loss",
     "dropout_forward": "dropout",

@@ -200,7 +200,7 @@ def forward(params, X, config: NetworkConfig, *, train: bool = True, bn_state=No
                 batch_stats[f"mu{l}"], batch_stats[f"var{l}"] = mu, var
             else:
                 S = layers.batchnorm_eval_forward(S, gamma, beta, bn_state[f"mu{l}"], bn_state[f"var{l}"], config.eps)
-        H, relu_cache = layers.relu_forward(S)
+        H, relu_cache = layers.relu_forward_inplace(S)  # S is this function's own array
         mask = masks.get(f"H{l}")
         if mask is not None:
             H = layers.dropout_forward(H, mask)
@@ -242,7 +242,7 @@ def backward(dscores, caches, config: NetworkConfig) -> dict[str, np.ndarray]:
         lin_cache, bn_cache, H, mask = caches[l - 1]
         if mask is not None:
             dH = layers.dropout_backward(dH, mask)
-        dS = layers.relu_backward(dH, H)
+        dS = layers.relu_backward_inplace(dH, H)  # dH is this function's own array
         if config.batch_norm:
             dS, grads[f"gamma{l}"], grads[f"beta{l}"] = layers.batchnorm_backward(dS, bn_cache)
         dH, grads[f"W{l}"], grads[f"b{l}"] = layers.linear_backward(dS, lin_cache, need_dX=l > 1)
