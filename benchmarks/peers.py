@@ -197,8 +197,12 @@ def step_products(sizes, batch, K=1):
     return out
 
 
-def eval_products(sizes, rows, K=1, chunk=2500):
-    """The forward products of evaluating ``rows`` rows in chunks of ``chunk`` (see step_products)."""
+def eval_products(sizes, rows, K=1, chunk=None):
+    """The forward products of evaluating ``rows`` rows in chunks of ``chunk`` (default
+    klayer's :data:`klayer.network.EVAL_CHUNK`; see step_products)."""
+    from klayer.network import EVAL_CHUNK
+
+    chunk = chunk or EVAL_CHUNK
     out = []
     for start in range(0, rows, chunk):
         r = min(chunk, rows - start)

@@ -134,7 +134,7 @@ def torch_bonus(data, threads, epochs):
     )
 
 
-def run_limit(sizes, batch, n_train, eval_rows, evals, epochs, threads, chunk=2500):
+def run_limit(sizes, batch, n_train, eval_rows, evals, epochs, threads, chunk=None):
     """Limit (seconds per epoch) and products (GFLOP per epoch) of a run."""
     spe = n_train // batch
     per_step = step_products(sizes, batch)

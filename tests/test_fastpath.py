@@ -3,14 +3,25 @@
 network.forward/backward run ReLU in place (:func:`klayer.layers.relu_forward_inplace`,
 :func:`klayer.layers.relu_backward_inplace`); here a reference built from the pure functions
 alone, as the network computed it before, must give the same bits (float64 and float32, with
-and without batch norm and dropout, one network and a stack).
+and without batch norm and dropout, one network and a stack). Network.evaluate folds batch norm
+into the weights (:func:`klayer.network.fold_batchnorm`): its scores and loss equal the
+reference evaluation up to float rounding, its accuracy exactly.
 """
 
 import numpy as np
 import pytest
 
 from klayer import layers
-from klayer.network import Network, NetworkConfig, backward, dropout_masks, forward, init_params, stack_networks
+from klayer.network import (
+    Network,
+    NetworkConfig,
+    backward,
+    dropout_masks,
+    fold_batchnorm,
+    forward,
+    init_params,
+    stack_networks,
+)
 
 
 def same_bits(a, b):
@@ -84,3 +95,49 @@ def test_relu_backward_inplace_gives_positive_zeros(rng, dtype):
     assert same_bits(got, ref) and not np.signbit(got[H == 0]).any()
     S = rng.standard_normal((5, 4)).astype(dtype)
     assert same_bits(layers.relu_forward_inplace(S.copy())[0], layers.relu_forward(S)[0])
+
+
+def _trained_like(rng, config, K=None):
+    """A network (or stack) with non-trivial gamma, beta and running statistics."""
+    nets = []
+    for s in range(K or 1):
+        net = Network.init(config, np.random.default_rng(s))
+        for n, p in net.params.items():
+            if n.startswith(("gamma", "beta", "b")):
+                p[...] = rng.uniform(0.5, 1.5, p.shape) if n.startswith("gamma") else rng.normal(0, 0.3, p.shape)
+        for n, v in net.bn_state.items():
+            v[...] = rng.uniform(0.5, 3.0, v.shape) if n.startswith("var") else rng.normal(0, 1.0, v.shape)
+        nets.append(net)
+    return nets[0] if K is None else stack_networks(nets)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("batch_norm", [False, True])
+@pytest.mark.parametrize("K", [None, 3])
+def test_evaluation_with_folded_batchnorm_equals_the_reference(rng, dtype, batch_norm, K):
+    """Network.evaluate folds batch norm into the weights and works in chunks: its scores are
+    forward(train=False)'s up to float rounding, its loss too, its accuracy the same."""
+    config = NetworkConfig(30, (16, 12), 7, batch_norm, dtype=dtype)
+    net = _trained_like(rng, config, K)
+    X = rng.standard_normal((1234, 30)).astype(dtype)
+    y = rng.integers(0, 7, 1234)
+    ref_scores = forward(net.params, X, config, train=False, bn_state=net.bn_state)[0]
+    params, cfg = fold_batchnorm(net.params, net.bn_state, config)
+    assert not cfg.batch_norm and set(params) == {f"{p}{l}" for p in "Wb" for l in (1, 2, 3)}
+    assert all(p.dtype == np.dtype(dtype) for p in params.values())
+    scores = forward(params, X, cfg, train=False)[0]
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == "float32" else dict(rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(scores, ref_scores, **tol)
+    logP = layers.log_softmax(ref_scores.astype(np.float64))
+    ref_loss = -logP[..., np.arange(len(y)), y].mean(axis=-1)
+    ref_acc = (ref_scores.argmax(axis=-1) == y).mean(axis=-1)
+    for chunk in (500, 100, 5000):
+        got = net.evaluate(X, y, chunk=chunk)
+        np.testing.assert_allclose(got["loss"], ref_loss, **tol)
+        np.testing.assert_array_equal(got["accuracy"], ref_acc)
+
+
+def test_folding_leaves_a_network_without_batchnorm_alone(rng):
+    config = NetworkConfig(10, (8,), 3, False)
+    params = init_params(config, rng)
+    assert fold_batchnorm(params, {}, config) == (params, config)
