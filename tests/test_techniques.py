@@ -660,13 +660,16 @@ def test_a_whitened_run_saves_a_model_for_raw_rows(tmp_path, rng):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("nesterov", [False, True])
-def test_sgd_momentum_with_scratch_arrays_is_bitwise_the_plain_expression(rng, dtype, nesterov):
-    """sgd_update's fast path (products into a reused scratch array) gives bit for bit the
-    numbers of the plain expressions ``g += c * p; v = mu v - g; p += mu * v - g``."""
-    from klayer.training.optim import _per_model
+@pytest.mark.parametrize("shape", [(3, 4), (301, 400)])
+def test_sgd_momentum_with_scratch_arrays_is_bitwise_the_plain_expression(rng, dtype, nesterov, shape):
+    """sgd_update's fast path (products into a reused scratch array, large matrices in blocks
+    of rows) gives bit for bit the numbers of the plain expressions
+    ``g += c * p; v = mu v - g; p += mu * v - g``."""
+    from klayer.training.optim import _blocks, _per_model
 
     mu, eta, lam = 0.9, np.array([0.1, 0.03], dtype), np.array([0.02, 0.5], dtype)
-    p = {k: v.astype(dtype) for k, v in _params(rng).items()}
+    p = {"W1": rng.standard_normal((2, *shape)).astype(dtype), "b1": rng.standard_normal((2, shape[0])).astype(dtype)}
+    assert (len(_blocks(p["W1"])) > 1) == (shape[0] > 3)
     state = SGD(mu, nesterov).init(p)
     ref_p = {k: v.copy() for k, v in p.items()}
     ref_v = {k: np.zeros_like(v) for k, v in p.items()}
