@@ -200,9 +200,9 @@ def step_products(sizes, batch, K=1):
 def eval_products(sizes, rows, K=1, chunk=None):
     """The forward products of evaluating ``rows`` rows in chunks of ``chunk`` (default
     klayer's :data:`klayer.network.EVAL_CHUNK`; see step_products)."""
-    from klayer.network import EVAL_CHUNK
+    from klayer import network
 
-    chunk = chunk or EVAL_CHUNK
+    chunk = chunk or getattr(network, "EVAL_CHUNK", 2500)  # 2500 before it was a constant
     out = []
     for start in range(0, rows, chunk):
         r = min(chunk, rows - start)

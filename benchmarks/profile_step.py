@@ -9,7 +9,7 @@ products with their bias addition (forward) and bias gradient (backward); "other
 timer covers: Python calls, the learning rate, the running batch-norm averages, the dict
 bookkeeping.
 
-    python benchmarks/profile_step.py [--data DIR] [--steps 300] [--repeats 3] [--quick]
+    python benchmarks/profile_step.py [--data DIR] [--steps 300] [--repeats 3] [--runs a3:2,a3:1,bonus:2,lockstep:1]
 
 Writes benchmarks/results/profile.txt. bonus_fast keeps its ZCA-whitened rows as float32; that
 is emulated here by standardized float32 rows (the whitening is done once, at load, and costs the
@@ -98,9 +98,9 @@ class TimedOptimizer:
 def instrument(trainer: Trainer, timers: Timers):
     """Wrap the layer functions (module-wide), the trainer's batch, augmenter and optimizer.
     Returns a function undoing it."""
-    saved = {name: getattr(layers, name) for name in CATEGORIES}
-    for name, cat in CATEGORIES.items():
-        setattr(layers, name, timers.wrap(saved[name], cat))
+    saved = {name: getattr(layers, name) for name in CATEGORIES if hasattr(layers, name)}  # older revisions too
+    for name, fn in saved.items():
+        setattr(layers, name, timers.wrap(fn, CATEGORIES[name]))
     batch, aug, opt = trainer.batch, trainer.augmenter, trainer.optimizer
     trainer.batch = timers.wrap(batch, "data (gather + standardize)")
     if aug is not None:
@@ -127,7 +127,10 @@ def emulate_zca(data: Dataset) -> Dataset:
 
 
 def profile(cfg, data, threads: int, steps: int, repeats: int, evals: int):
-    trainer = Trainer([cfg], data)
+    cfgs = cfg if isinstance(cfg, list) else [cfg]
+    trainer = Trainer(cfgs, data)
+    cfg = cfgs[0]
+    K = len(cfgs)
     sizes = trainer.config.sizes
     B = cfg.train.batch_size
     with threadpool_limits(threads, user_api="blas"):
@@ -169,9 +172,11 @@ def profile(cfg, data, threads: int, steps: int, repeats: int, evals: int):
     bd["augmentation"] = bd["augmentation"]
     bd["data (gather + standardize)"] -= bd["augmentation"]  # batch() includes the augmenter
     bd["other (Python, eta, running averages)"] = inst_s - sum(v for k, v in bd.items() if not k.startswith("other"))
-    lim_step = time_products(step_products(sizes, B), threads)
+    lim_step = time_products(step_products(sizes, B, K), threads)
     rows_eval = len(trainer.y_eval) + len(data.y_val)
-    lim_eval = time_products(eval_products(sizes, len(trainer.y_eval)) + eval_products(sizes, len(data.y_val)), threads)
+    lim_eval = time_products(
+        eval_products(sizes, len(trainer.y_eval), K) + eval_products(sizes, len(data.y_val), K), threads
+    )
     spe = trainer.steps_per_epoch
     evals_per_epoch = spe / trainer.eval_every
     return {
@@ -187,6 +192,7 @@ def profile(cfg, data, threads: int, steps: int, repeats: int, evals: int):
         "evals_per_epoch": evals_per_epoch,
         "sizes": sizes,
         "batch": B,
+        "K": K,
     }
 
 
@@ -194,7 +200,7 @@ def report(name, threads, r):
     ms = lambda s: f"{1e3 * s:8.3f}"  # noqa: E731
     step = r["inst"]
     lines = [
-        f"{name}: sizes {r['sizes']}, batch {r['batch']}, {threads} BLAS thread(s), "
+        f"{name}: sizes {r['sizes']}, batch {r['batch']}, {r['K']} network(s) in lockstep, {threads} BLAS thread(s), "
         f"{r['spe']} steps and {r['evals_per_epoch']:.2f} evaluation(s) of {r['rows_eval']} rows per epoch",
         f"  {'per training step':40s} {'ms':>8s} {'share':>7s}",
     ]
@@ -225,41 +231,62 @@ def main():
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--evals", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="smoke test: few steps, a3 only")
-    ap.add_argument("--quick-threads", type=int, default=1)
-    ap.add_argument("--quick-exp", choices=["a3", "bonus"], default="a3")
+    ap.add_argument(
+        "--runs",
+        default="a3:2,a3:1,bonus:2,lockstep:1",
+        help="what to profile, name:threads, names a3, bonus, lockstep (one worker's stack of 8)",
+    )
+    ap.add_argument("--bonus-steps", type=int, default=None, help="steps for bonus_fast (default --steps)")
+    ap.add_argument("--quick", action="store_true", help="smoke test: 100 steps (bonus 20), 1 evaluation")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/profile.txt"))
     args = ap.parse_args()
     if args.quick:
-        args.steps, args.repeats, args.evals = (100, 3, 1) if args.quick_exp == "a3" else (20, 3, 1)
+        args.steps, args.bonus_steps, args.evals = 100, 20, 1
 
     data = load_dataset(DataConfig(download=False), args.data, dtype="float32")
     bonus_data = lambda: emulate_zca(load_dataset(DataConfig(download=False, n_val=1000), args.data))  # noqa: E731
     peak = {t: sgemm_peak(t) for t in (1, 2)}
     a3 = load_experiment(ROOT / "experiments/a3_3layer_bn.toml", ["train.checkpoint_every=0"])
     bonus = load_experiment(ROOT / "experiments/bonus_fast.toml", ["train.checkpoint_every=0"])
-    if args.quick:
-        plan = [("a3_3layer_bn", a3, data, args.quick_threads)]
-        if args.quick_exp == "bonus":
-            plan = [("bonus_fast", bonus, bonus_data(), args.quick_threads)]
-    else:
-        plan = [
-            ("a3_3layer_bn", a3, data, 2),
-            ("a3_3layer_bn", a3, data, 1),
-            ("bonus_fast", bonus, bonus_data(), 2),
-        ]
+    # as benchmarks/lockstep.py: one worker's stack of 8 settings, train curve on 5000 images
+    lockstep = [
+        load_experiment(
+            ROOT / "experiments/a3_3layer_bn.toml",
+            [
+                "train.checkpoint_every=0",
+                f"train.lam={lam:.6g}",
+                f"train.seed={i}",
+                "train.shuffle_seed=0",
+                "train.eval_train_subset=5000",
+            ],
+        )
+        for i, lam in enumerate(np.geomspace(1e-4, 3e-2, 16)[::2])
+    ]
+    what = {
+        "a3": lambda: ("a3_3layer_bn", a3, data),
+        "bonus": lambda: ("bonus_fast", bonus, bonus_data()),
+        "lockstep": lambda: ("a3_3layer_bn x 8 (lockstep)", lockstep, data),
+    }
+    plan = []
+    for item in args.runs.split(","):
+        name, threads = item.split(":")
+        plan.append((*what[name](), int(threads), name))
     load = os.getloadavg()[0]
+    import klayer
+
     lines = [
-        f"klayer step profile, {time.strftime('%Y-%m-%d %H:%M')}",
+        f"klayer step profile, {time.strftime('%Y-%m-%d %H:%M')}, klayer from {Path(klayer.__file__).parent}",
         f"machine: {platform.machine()}, cores={len(os.sched_getaffinity(0))}, load average {load:.2f} at start; "
         f"numpy {np.__version__}; sgemm peak {peak[1]:.0f} GFLOP/s (1 thread), {peak[2]:.0f} GFLOP/s (2 threads)",
-        f"medians of {args.repeats} repeat(s) of {args.steps} steps; evaluation: median of {args.evals} pass(es)",
+        f"medians of {args.repeats} repeat(s) of {args.steps} steps (bonus_fast {args.bonus_steps or args.steps}); "
+        f"evaluation: median of {args.evals} pass(es)",
     ]
     if load > 0.5:
         lines.append(f"WARNING: the machine was busy (load {load:.2f}): the figures are indicative only")
     lines.append("")
-    for name, cfg, d, threads in plan:
-        r = profile(cfg, d, threads, args.steps, args.repeats, args.evals)
+    for name, cfg, d, threads, key in plan:
+        steps = args.bonus_steps or args.steps if key == "bonus" else args.steps
+        r = profile(cfg, d, threads, steps, args.repeats, args.evals)
         lines += report(name, threads, r) + [""]
         print("\n".join(lines[-len(report(name, threads, r)) - 1 :]), flush=True)
     lines.append(f"peak RSS of this process: {peak_rss_mb():.0f} MB")

@@ -37,7 +37,7 @@ __all__ = [
     "EVAL_CHUNK",
 ]
 
-EVAL_CHUNK = 500  # rows per chunk in evaluation: the chunk's features stay in cache for the product
+EVAL_CHUNK = 1000  # rows per evaluation chunk: its features stay in cache for the products (measured best)
 
 INITS = ("he", "xavier", "normal")
 DTYPES = ("float32", "float64")
