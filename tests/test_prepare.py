@@ -348,3 +348,15 @@ def test_features_fast_path_equals_the_subtract_with_casting_bitwise(rng, dtype)
         out = np.empty(X.shape, dtype)
         assert ds.features(X, out=out) is out
         np.testing.assert_array_equal(out, ref)
+
+
+def test_features_of_whitened_rows_are_a_bitwise_copy(rng):
+    """Mean 0 and std 1 (ZCA-whitened rows): the subtraction and scaling are skipped, which
+    changes no bit (x - 0 = x, x * 1 = x), signed zeros, infinities and NaN included."""
+    X = rng.standard_normal((20, 8)).astype(np.float32)
+    X[0, :4] = [-0.0, np.inf, -np.inf, np.nan]
+    ds = small_dataset(X_train=X, X_val=X, X_test=X, mean=np.zeros(8), std=np.ones(8))
+    for dtype in ("float32", "float64"):
+        ref = np.subtract(X, np.zeros(8, dtype), dtype=dtype) * np.ones(8, dtype)
+        got = ds.features(X, dtype)
+        assert got.tobytes() == ref.tobytes() and got is not X
