@@ -191,7 +191,8 @@ class Trainer:
             self.perm = self.rng.permutation(len(self.data.y_train))
             self.perm_epoch = epoch
         idx = self.perm[j * B : (j + 1) * B]
-        raw = np.take(self.data.X_train, idx, axis=0, out=self._raw)
+        # the indices are valid (a permutation's); mode "raise" would copy through a buffer
+        raw = np.take(self.data.X_train, idx, axis=0, out=self._raw, mode="clip")
         if augment and self.augmenter is not None:
             raw = self.augmenter(raw, self.augment_rng)
         return self.data.features(raw, out=self._xbuf), self.data.y_train[idx]
