@@ -83,15 +83,14 @@ def worker(task: dict) -> dict:
             trainer.init_bn_state()
             for _ in range(20):
                 trainer.step()
-            Xe, ye = data.X_train[:45000], data.y_train[:45000]
-            X = np.concatenate([Xe, data.X_val])
-            y = np.concatenate([ye, data.y_val])
+            trainer.X_eval, trainer.y_eval = data.X_train[:45000], data.y_train[:45000]  # the run's pass
             ts = []
             for _ in range(task["reps"]):
                 t = time.perf_counter()
-                trainer.stack.evaluate(X, y, trainer.lam, prep=lambda a: data.features(a, cfg.train.dtype))
+                trainer.evaluate()
                 ts.append(time.perf_counter() - t)
-        return {"seconds": statistics.median(ts), "rows": len(y), "rss_mb": peak_rss_mb()}
+        rows = len(trainer.y_eval) + len(data.y_val)
+        return {"seconds": statistics.median(ts), "rows": rows, "rss_mb": peak_rss_mb()}
     r = train(cfg, data, progress=False).results
     return {
         "seconds_per_epoch": r["seconds_per_epoch"],
