@@ -100,10 +100,11 @@ def worker(task: dict) -> dict:
 
 
 def in_process(task: dict) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(task)], capture_output=True, text=True, check=True
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    """Run :func:`worker` in a fresh Python process (its own peak RSS, its own BLAS threads)."""
+    p = subprocess.run([sys.executable, __file__, "--worker", json.dumps(task)], capture_output=True, text=True)
+    if p.returncode:
+        raise RuntimeError(f"worker {task} failed:\n{p.stderr}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 def torch_bonus(data, threads, epochs):
