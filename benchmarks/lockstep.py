@@ -5,6 +5,11 @@ worker processes with one BLAS thread each. Compared, in the same run, with K se
 runs and with PyTorch runs one after another (each measured on ``--sample`` runs and scaled to 16;
 the scaled numbers are marked). Settings differ in lam and in the initialization seed.
 
+Each row gives its wall time, the ratio to PyTorch eager (2 threads, runs one after another) and
+the fraction of its limit: the matrix products it has to do, timed alone at their shapes and
+thread count in this run (lockstep: two stacks of K/2 networks, one per core, 1 BLAS thread each,
+so the limit is one stack's products; separate runs: K times one run's products on 2 threads).
+
     python benchmarks/lockstep.py [--data DIR] [--k 16] [--eval-train-subset 5000] [--sample 2]
 
 Writes benchmarks/results/lockstep.txt.
@@ -22,7 +27,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import torch_train  # noqa: E402
+from peers import (  # noqa: E402
+    eval_products,
+    peak_rss_mb,
+    products_gflop,
+    sgemm_peak,
+    step_products,
+    time_products,
+    torch_train,
+)
 
 from klayer import load_experiment  # noqa: E402
 from klayer.data import DataConfig, load_dataset  # noqa: E402
@@ -32,7 +45,7 @@ from klayer.sweep import run_many  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def configs(k, subset, data_root):
+def configs(k, subset, data_root, extra=()):
     lams = np.geomspace(1e-4, 3e-2, k)
     return [
         load_experiment(
@@ -45,7 +58,8 @@ def configs(k, subset, data_root):
                 f"train.eval_train_subset={subset}",
                 "train.checkpoint_every=0",
             ]
-            + ([f"data.path='{data_root}'"] if data_root else []),
+            + ([f"data.path='{data_root}'"] if data_root else [])
+            + list(extra),
         )
         for i, lam in enumerate(lams)
     ]
@@ -56,17 +70,26 @@ def main():
     ap.add_argument("--data", default=None)
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--eval-train-subset", type=int, default=5000)
-    ap.add_argument("--sample", type=int, default=2, help="separate runs actually timed per peer")
+    ap.add_argument("--sample", type=int, default=3, help="separate runs actually timed per peer")
+    ap.add_argument("--repeats", type=int, default=3, help="lockstep runs timed (median)")
+    ap.add_argument("--quick", action="store_true", help="plumbing test: k=4, 100 steps, 1 repeat")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/lockstep.txt"))
     args = ap.parse_args()
-    cfgs = configs(args.k, args.eval_train_subset, args.data)
+    extra = []
+    if args.quick:
+        args.k, args.sample, args.repeats, args.eval_train_subset = 4, 1, 1, 1000
+        extra = ["train.n_s=50", "train.n_cycles=1", "train.evals_per_cycle=2"]
+    cfgs = configs(args.k, args.eval_train_subset, args.data, extra)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        t = time.perf_counter()
-        res = run_many(cfgs, [Path(tmp) / c.name for c in cfgs], data_root=args.data, n_jobs=2, progress=False)
-        lock_wall = time.perf_counter() - t
+    walls = []
+    for _ in range(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            res = run_many(cfgs, [Path(tmp) / c.name for c in cfgs], data_root=args.data, n_jobs=2, progress=False)
+            walls.append(time.perf_counter() - t)
+        print(f"lockstep: {walls[-1]:.1f} s", flush=True)
+    lock_wall = statistics.median(walls)
     accs = [r["test_accuracy"] for r in res]
-    print(f"lockstep: {lock_wall:.1f} s for {args.k} runs", flush=True)
 
     data = load_dataset(DataConfig(download=False), args.data, dtype="float32")
     sep = []
@@ -79,27 +102,62 @@ def main():
     try:
         for c in cfgs[: args.sample]:
             r = torch_train(
-                data, lam=c.train.lam, eval_train_subset=args.eval_train_subset, threads=2, seed=c.train.seed
+                data,
+                lam=c.train.lam,
+                eval_train_subset=args.eval_train_subset,
+                threads=2,
+                seed=c.train.seed,
+                n_s=c.train.n_s,
+                n_cycles=c.train.n_cycles,
+                evals_per_cycle=c.train.evals_per_cycle,
             )
             torch_times.append(r["wall"])
             print(f"pytorch eager (2 threads): {r['wall']:.1f} s, test {r['test_accuracy']:.4f}", flush=True)
     except ImportError:
         pass
     k = args.k
-    lines = [
-        f"klayer lockstep benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {k} settings of a3_3layer_bn (lam 1e-4..3e-2, seeds 0..{k - 1}), 20 epochs, "
-        f"train curve on {args.eval_train_subset} fixed images",
-        f"{'what':52s} {'wall s':>8s} {'ratio':>7s}",
-        f"{'klayer lockstep, 2 workers x 1 BLAS thread':52s} {lock_wall:8.1f} {1.0:7.2f}",
-        f"{'klayer, 16 separate runs one after another (scaled*)':52s} {k * statistics.median(sep):8.1f} {k * statistics.median(sep) / lock_wall:7.2f}",
+    tc = cfgs[0].train
+    sizes, B = [3072, 50, 50, 10], tc.batch_size
+    T, n_evals = 2 * tc.n_s * tc.n_cycles, tc.evals_per_cycle * tc.n_cycles + 1
+    sub = args.eval_train_subset or 45000
+
+    def limit(K, threads):
+        step = step_products(sizes, B, K)
+        ev = eval_products(sizes, sub, K) + eval_products(sizes, 5000, K)
+        t = T * time_products(step, threads) + n_evals * time_products(ev, threads)
+        return t, T * products_gflop(step) + n_evals * products_gflop(ev)
+
+    peak = {t: sgemm_peak(t) for t in (1, 2)}
+    lim_lock, gf_lock = limit(-(-k // 2), 1)
+    lim_sep, _ = limit(1, 2)
+    lim_sep *= k
+    rows = [
+        ("klayer lockstep, 2 workers x 1 BLAS thread", lock_wall, lim_lock),
+        (f"klayer, {k} separate runs one after another (scaled*)", k * statistics.median(sep), lim_sep),
     ]
     if torch_times:
-        tt = k * statistics.median(torch_times)
-        lines.append(
-            f"{'PyTorch eager 2 threads, 16 runs one after another (scaled*)':52s} {tt:8.1f} {tt / lock_wall:7.2f}"
+        rows.append(
+            (
+                f"PyTorch eager 2 threads, {k} runs one after another (scaled*)",
+                k * statistics.median(torch_times),
+                lim_sep,
+            )
         )
+    tt = rows[-1][1] if torch_times else float("nan")
+    lines = [
+        f"klayer lockstep benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {k} settings of a3_3layer_bn (lam 1e-4..3e-2, seeds 0..{k - 1}), {T / (45000 // B):g} epochs, "
+        f"train curve on {args.eval_train_subset} fixed images",
+        f"sgemm peak (3072-square) {peak[1]:.0f} GFLOP/s (1 thread), {peak[2]:.0f} GFLOP/s (2 threads); load average "
+        f"{__import__('os').getloadavg()[0]:.2f} at the end",
+        f"limit: lockstep {lim_lock:.1f} s (one stack of {-(-k // 2)}, 1 thread; {gf_lock:.0f} GFLOP a core, "
+        f"{gf_lock / peak[1]:.1f} s at the 1-thread peak); separate runs {lim_sep:.1f} s ({k} runs, 2 threads)",
+        f"{'what':62s} {'wall s':>8s} {'vs lockstep':>11s} {'vs torch':>8s} {'limit/ours':>10s}",
+    ]
+    for what, wall, lim in rows:
+        lines.append(f"{what:62s} {wall:8.1f} {wall / lock_wall:11.2f} {wall / tt:8.2f} {lim / wall:10.2f}")
     lines += [
-        f"* median of {args.sample} timed single runs times {k}",
+        f"peak RSS: {peak_rss_mb():.0f} MB (this process; the lockstep workers are other processes)",
+        f"lockstep: median of {args.repeats} run(s); * median of {args.sample} timed single runs times {k}",
         f"lockstep test accuracy: mean {np.mean(accs):.4f}, min {min(accs):.4f}, max {max(accs):.4f}",
     ]
     text = "\n".join(lines) + "\n"

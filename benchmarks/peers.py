@@ -23,8 +23,14 @@ def torch_train(
     threads=1,
     seed=0,
     compile=False,
+    momentum=0.0,
+    nesterov=False,
+    augment=None,
 ):
     """Train the assignment-3 network with PyTorch on CPU, evaluating like klayer does.
+
+    ``augment``: None, or a klayer Augmenter applied to each mini-batch's rows (numpy, as klayer
+    does it, so that both sides pay the same for it), with SGD momentum/Nesterov as given.
 
     Returns dict with seconds_per_epoch (training and evaluation passes), test_accuracy.
     """
@@ -57,7 +63,7 @@ def torch_train(
             nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
             nn.init.zeros_(mod.bias)
             weights.append(mod.weight)
-    opt = torch.optim.SGD(model.parameters(), lr=eta_min)
+    opt = torch.optim.SGD(model.parameters(), lr=eta_min, momentum=momentum, nesterov=nesterov)
     loss_fn = nn.CrossEntropyLoss()
 
     def step(xb, yb):
@@ -87,6 +93,7 @@ def torch_train(
     T = 2 * n_s * n_cycles
     every = round(2 * n_s / evals_per_cycle)
     g = torch.Generator().manual_seed(seed)
+    X_np, aug_rng = X.numpy(), np.random.default_rng(seed)
     t0 = time.perf_counter()
     evaluate(Xe, ye), evaluate(Xv, yv)
     perm = None
@@ -98,7 +105,10 @@ def torch_train(
         frac = (n_s - abs(t % (2 * n_s) - n_s)) / n_s
         for group in opt.param_groups:
             group["lr"] = eta_min + (eta_max - eta_min) * frac
-        step(X[idx], y[idx])
+        if augment is None:
+            step(X[idx], y[idx])
+        else:
+            step(torch.from_numpy(augment(X_np[idx.numpy()], aug_rng)), y[idx])
         if (t + 1) % every == 0:
             evaluate(Xe, ye), evaluate(Xv, yv)
     seconds = time.perf_counter() - t0
@@ -165,3 +175,85 @@ def epoch_gflop(data, hidden=(50, 50), batch_size=100, evals_per_epoch=1.0, eval
     train = N * (fwd + (fwd - first) + fwd)  # forward, input gradients (not of layer 1), weight gradients
     rows = eval_rows if eval_rows is not None else len(data.y_train) + len(data.y_val)
     return (train + evals_per_epoch * rows * fwd) / 1e9
+
+
+# -- the limit: the matrix products a run has to do, timed alone at their real shapes --------------
+
+
+def step_products(sizes, batch, K=1):
+    """The matrix products of one training step of K networks of ``sizes = [d, m_1, ..., C]``
+    on ``batch`` rows, as klayer computes them: a list of ``(count, rows, inner, cols, label)``
+    (``count`` independent products of ``(rows, inner) @ (inner, cols)``). The first layer's
+    input gradient is not computed; the first layer of a stack is one product for all K."""
+    out = []
+    for l, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False), start=1):
+        if l == 1:
+            out.append((1, batch, a, K * b, "fwd1"))
+            out.append((1, K * b, batch, a, "dW1"))
+        else:
+            out.append((K, batch, a, b, f"fwd{l}"))
+            out.append((K, b, batch, a, f"dW{l}"))
+            out.append((K, batch, b, a, f"dX{l}"))
+    return out
+
+
+def eval_products(sizes, rows, K=1, chunk=None):
+    """The forward products of evaluating ``rows`` rows in chunks of ``chunk`` (default
+    klayer's :data:`klayer.network.EVAL_CHUNK`; see step_products)."""
+    from klayer import network
+
+    chunk = chunk or getattr(network, "EVAL_CHUNK", 2500)  # 2500 before it was a constant
+    out = []
+    for start in range(0, rows, chunk):
+        r = min(chunk, rows - start)
+        for l, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False), start=1):
+            out.append((1, r, a, K * b, "eval1") if l == 1 else (K, r, a, b, f"eval{l}"))
+    return out
+
+
+def products_gflop(products) -> float:
+    return sum(2.0 * c * m * k * n for c, m, k, n, _ in products) / 1e9
+
+
+def time_products(products, threads: int, reps: int = 5, dtype=np.float32) -> float:
+    """Seconds the products take when timed alone (each the median of ``reps`` timings, with the
+    operand layouts klayer uses: ``X @ W.T``, ``dS.T @ X``, ``dS @ W``), summed."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    cache = {}
+    total = 0.0
+    with threadpool_limits(threads, user_api="blas"):
+        for c, m, k, n, label in products:
+            key = (c, m, k, n, label[:2])
+            if key not in cache:
+                lead = (c,) if c > 1 else ()
+                if label.startswith(("fwd", "eval")):  # X (m, k) @ W.T, W (n, k)
+                    A = rng.standard_normal((*lead, m, k), dtype=dtype)
+                    B = np.swapaxes(rng.standard_normal((*lead, n, k), dtype=dtype), -1, -2)
+                elif label.startswith("dW"):  # dS.T @ X, dS (k, m), X (k, n)
+                    A = np.swapaxes(rng.standard_normal((*lead, k, m), dtype=dtype), -1, -2)
+                    B = rng.standard_normal((*lead, k, n), dtype=dtype)
+                else:  # dS (m, k) @ W (k, n)
+                    A = rng.standard_normal((*lead, m, k), dtype=dtype)
+                    B = rng.standard_normal((*lead, k, n), dtype=dtype)
+                C = np.empty((*lead, m, n), dtype)
+                t = time.perf_counter()
+                np.matmul(A, B, out=C)
+                inner = max(1, int(0.002 / max(time.perf_counter() - t, 1e-7)))  # >= 2 ms a timing
+                ts = []
+                for _ in range(reps):
+                    t = time.perf_counter()
+                    for _ in range(inner):
+                        np.matmul(A, B, out=C)
+                    ts.append((time.perf_counter() - t) / inner)
+                cache[key] = float(np.median(ts))
+            total += cache[key]
+    return total
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (Linux ru_maxrss is in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

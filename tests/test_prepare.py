@@ -332,3 +332,31 @@ def test_input_size_is_the_feature_count():
     assert small_dataset().input_size == 3
     ds = small_dataset(X_train=np.zeros((7, 5), np.uint8), y_train=np.zeros(7, int))
     assert ds.input_size == 5 and ds.sizes() == {"train": 7, "val": 5, "test": 5}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_features_fast_path_equals_the_subtract_with_casting_bitwise(rng, dtype):
+    """Dataset.features casts, then subtracts and scales in place: bit for bit the reference
+    ``np.subtract(X, mean, dtype=dtype) * (1 / std)``, for pixels and for float rows."""
+    mean, std = rng.normal(100, 30, 3072), rng.uniform(0.5, 80, 3072)
+    ds = small_dataset(X_train=np.zeros((2, 3072), np.uint8), mean=mean, std=std, dtype=dtype)
+    m, inv = mean.astype(dtype), (1.0 / std).astype(dtype)
+    for X in (rng.integers(0, 256, (100, 3072), dtype=np.uint8), rng.normal(100, 50, (7, 3072))):
+        ref = np.subtract(X, m, dtype=dtype, casting="unsafe")
+        ref *= inv
+        np.testing.assert_array_equal(ds.features(X), ref)
+        out = np.empty(X.shape, dtype)
+        assert ds.features(X, out=out) is out
+        np.testing.assert_array_equal(out, ref)
+
+
+def test_features_of_whitened_rows_are_a_bitwise_copy(rng):
+    """Mean 0 and std 1 (ZCA-whitened rows): the subtraction and scaling are skipped, which
+    changes no bit (x - 0 = x, x * 1 = x), signed zeros, infinities and NaN included."""
+    X = rng.standard_normal((20, 8)).astype(np.float32)
+    X[0, :4] = [-0.0, np.inf, -np.inf, np.nan]
+    ds = small_dataset(X_train=X, X_val=X, X_test=X, mean=np.zeros(8), std=np.ones(8))
+    for dtype in ("float32", "float64"):
+        ref = np.subtract(X, np.zeros(8, dtype), dtype=dtype) * np.ones(8, dtype)
+        got = ds.features(X, dtype)
+        assert got.tobytes() == ref.tobytes() and got is not X

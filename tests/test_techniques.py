@@ -656,3 +656,38 @@ def test_a_whitened_run_saves_a_model_for_raw_rows(tmp_path, rng):
     P_run = r.network.predict_proba(data.X_test)
     np.testing.assert_allclose(saved.predict_proba(raw_test), P_run, rtol=1e-8, atol=1e-10)
     assert r.results["snapshot_ensemble"]["member_test_accuracy"][-1] == pytest.approx(acc)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("shape", [(3, 4), (301, 400)])
+def test_sgd_momentum_with_scratch_arrays_is_bitwise_the_plain_expression(rng, dtype, nesterov, shape):
+    """sgd_update's fast path (products into a reused scratch array, large matrices in blocks
+    of rows) gives bit for bit the numbers of the plain expressions
+    ``g += c * p; v = mu v - g; p += mu * v - g``."""
+    from klayer.training.optim import _blocks, _per_model
+
+    mu, eta, lam = 0.9, np.array([0.1, 0.03], dtype), np.array([0.02, 0.5], dtype)
+    p = {"W1": rng.standard_normal((2, *shape)).astype(dtype), "b1": rng.standard_normal((2, shape[0])).astype(dtype)}
+    assert (len(_blocks(p["W1"])) > 1) == (shape[0] > 3)
+    state = SGD(mu, nesterov).init(p)
+    ref_p = {k: v.copy() for k, v in p.items()}
+    ref_v = {k: np.zeros_like(v) for k, v in p.items()}
+    for _ in range(4):
+        g = {k: rng.standard_normal(a.shape).astype(dtype) for k, a in p.items()}
+        two_eta_lam = 2 * np.asarray(eta) * np.asarray(lam)
+        for k in ref_p:
+            gk = g[k].copy()
+            if k.startswith("W"):
+                gk += _per_model(two_eta_lam, ref_p[k]) * ref_p[k]
+            ref_v[k] *= mu
+            ref_v[k] -= gk
+            if nesterov:
+                ref_p[k] += mu * ref_v[k]
+                ref_p[k] -= gk
+            else:
+                ref_p[k] += ref_v[k]
+        SGD(mu, nesterov).update(p, {k: a.copy() for k, a in g.items()}, state, eta, lam, 0)
+        for k in p:
+            np.testing.assert_array_equal(p[k], ref_p[k])
+            np.testing.assert_array_equal(state[f"v.{k}"], ref_v[k])

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from ..config import ExperimentConfig
 from ..data.prepare import Dataset
 from ..errors import ConfigError, DivergenceError, KlayerError
-from ..network import Network, data_loss_and_grads, dropout_masks, forward, stack_networks, unstack_network
+from ..network import EVAL_CHUNK, Network, data_loss_and_grads, dropout_masks, forward, stack_networks, unstack_network
 from .augment import Augmenter
 from .callbacks import Callback
 from .optim import make_optimizer
@@ -155,6 +155,7 @@ class Trainer:
         self.eval_seconds = 0.0
         self._raw = np.empty((tc.batch_size, data.input_size), data.X_train.dtype)
         self._xbuf = np.empty((tc.batch_size, data.input_size), dtype)
+        self._ebuf = np.empty((EVAL_CHUNK, data.input_size), dtype)
         self._stop = False
 
     # -- schedule -----------------------------------------------------------------------------
@@ -190,7 +191,8 @@ class Trainer:
             self.perm = self.rng.permutation(len(self.data.y_train))
             self.perm_epoch = epoch
         idx = self.perm[j * B : (j + 1) * B]
-        raw = np.take(self.data.X_train, idx, axis=0, out=self._raw)
+        # the indices are valid (a permutation's); mode "raise" would copy through a buffer
+        raw = np.take(self.data.X_train, idx, axis=0, out=self._raw, mode="clip")
         if augment and self.augmenter is not None:
             raw = self.augmenter(raw, self.augment_rng)
         return self.data.features(raw, out=self._xbuf), self.data.y_train[idx]
@@ -247,12 +249,14 @@ class Trainer:
     def evaluate(self):
         """Append one history row per network: cost, loss, accuracy on train and val."""
         t0 = time.perf_counter()
-        dtype = self.tc.dtype
+        buf = self._ebuf  # each chunk's features are written into the same array
+
+        def prep(a):
+            return self.data.features(a, out=buf[: len(a)])
+
         with np.errstate(over="ignore", invalid="ignore"):  # diverged networks of a stack
-            tr = self.stack.evaluate(self.X_eval, self.y_eval, self.lam, prep=lambda a: self.data.features(a, dtype))
-            va = self.stack.evaluate(
-                self.data.X_val, self.data.y_val, self.lam, prep=lambda a: self.data.features(a, dtype)
-            )
+            tr = self.stack.evaluate(self.X_eval, self.y_eval, self.lam, EVAL_CHUNK, prep)
+            va = self.stack.evaluate(self.data.X_val, self.data.y_val, self.lam, EVAL_CHUNK, prep)
         eta = self.eta_at(self.t)
         for i in range(self.K):
             self.history[i].append(

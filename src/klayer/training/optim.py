@@ -21,6 +21,7 @@ Biases, ``gamma`` and ``beta`` are not penalized.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,34 @@ def _per_model(v, like: np.ndarray) -> np.ndarray:
     """A scalar or (K,) vector shaped to broadcast against a stacked array ``like: (K, ...)``."""
     v = np.asarray(v, like.dtype)
     return v if v.ndim == 0 else v.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
+_local = threading.local()
+
+
+def _scratch(like: np.ndarray) -> np.ndarray:
+    """A scratch array of ``like``'s shape and dtype, reused between calls (one per thread)."""
+    cache = _local.__dict__.setdefault("scratch", {})
+    key = (like.shape, like.dtype.str)
+    buf = cache.get(key)
+    if buf is None:
+        if len(cache) > 64:
+            cache.clear()
+        buf = cache[key] = np.empty_like(like)
+    return buf
+
+
+_BLOCK_BYTES = 1 << 17  # per array: p, g, v and the scratch together stay in a 1 MB cache
+
+
+def _blocks(p: np.ndarray) -> list[tuple]:
+    """Indices cutting a large stack of matrices ``p: (K, m, d)`` into blocks of rows (over all
+    models at once) of about ``_BLOCK_BYTES`` each; one index for anything else."""
+    if p.ndim != 3 or p.nbytes <= 2 * _BLOCK_BYTES:
+        return [(Ellipsis,)]
+    rows = p.shape[1]
+    step = max(1, rows * _BLOCK_BYTES // p.nbytes)
+    return [(slice(None), slice(i, i + step)) for i in range(0, rows, step)]
 
 
 def sgd_update(params: dict, scaled_grads: dict, state: dict, eta, lam, momentum: float = 0.0, nesterov=False):
@@ -57,15 +86,22 @@ def sgd_update(params: dict, scaled_grads: dict, state: dict, eta, lam, momentum
         decay = name.startswith("W")
         if momentum:
             v = state[f"v.{name}"]
-            if decay:
-                g += _per_model(two_eta_lam, p) * p
-            v *= momentum
-            v -= g
-            if nesterov:
-                p += momentum * v
-                p -= g
-            else:
-                p += v
+            c = _per_model(two_eta_lam, p) if decay else None
+            # products go through a reused scratch array: the same numbers as ``g += c * p`` and
+            # ``p += momentum * v``, without allocating (and page-faulting) a temporary per step;
+            # large matrices go in blocks of rows, so that the seven passes run in cache
+            tmp = _scratch(p)
+            for idx in _blocks(p):
+                pb, gb, vb, tb = p[idx], g[idx], v[idx], tmp[idx]
+                if c is not None:
+                    gb += np.multiply(pb, c, out=tb)
+                vb *= momentum
+                vb -= gb
+                if nesterov:
+                    pb += np.multiply(vb, momentum, out=tb)
+                    pb -= gb
+                else:
+                    pb += vb
         else:
             if decay:
                 p *= _per_model(1 - two_eta_lam, p)
