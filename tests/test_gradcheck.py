@@ -525,6 +525,9 @@ def test_a_correct_deep_network_passes(batch_norm, N, lam):
 @example(hidden=[2, 4], batch_norm=True, N=3, lam=0.0, seed=1)
 # Layer 2's ReLUs are 0 for every sample where layer 1's are not: W1's gradient is exactly 0.
 @example(hidden=[2, 2], batch_norm=False, N=3, lam=0.0, seed=561750488)
+# gamma2's gradient is 1e-4 of the cost: float64 centred differences resolve 4.7e-7 of it, no better
+# at any step (round-off below 1e-5, truncation above), so it is honestly noisy, not passed.
+@example(hidden=[4, 2, 6], batch_norm=True, N=12, lam=0.0, seed=8670)
 def test_random_correct_networks_pass(hidden, batch_norm, N, lam, seed):
     rng = np.random.default_rng(seed)
     net = network(rng, 5, tuple(hidden), batch_norm)
@@ -535,9 +538,13 @@ def test_random_correct_networks_pass(hidden, batch_norm, N, lam, seed):
         assert "every ReLU of layer" in str(e)
         return
     # every parameter passes, except one whose gradient is exactly 0 (its ReLU paths all blocked):
-    # that one is refused, with a number for the noise level
+    # that one is refused, with a number for the noise level; and, rarely, one whose gradient is
+    # so small against the cost that float64 cannot resolve tol of it: "noisy", never "fail",
+    # and still resolved to within 1e-5 (a check that overstated its noise would show many)
+    noisy = [r for r in report.rows if r.status == "noisy"]
+    assert len(noisy) <= 1 and all(r.resolution < 1e-5 for r in noisy), report.format_table()
     for r in report.rows:
-        assert r.passed or (r.status == "refused" and r.scale == 0), report.format_table()
+        assert r.passed or r in noisy or (r.status == "refused" and r.scale == 0), report.format_table()
     assert "nan" not in (report.refused or ""), report.refused
 
 
