@@ -253,7 +253,14 @@ def time_products(products, threads: int, reps: int = 5, dtype=np.float32) -> fl
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB (Linux ru_maxrss is in KiB)."""
+    """Peak resident memory of this process so far, in MB: Linux's VmHWM, which starts afresh in
+    an exec'd process (``ru_maxrss`` survives ``execve``, so a child would report its parent's)."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

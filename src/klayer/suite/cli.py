@@ -30,7 +30,7 @@ def add_commands(sub, data_arg) -> None:
     r = sub.add_parser("reproduce", help="run the reports' experiment suite and write the report")
     r.add_argument("studies", nargs="*", help="study files (default: every study in experiments/)")
     r.add_argument("--quick", action="store_true", help="every experiment at reduced size (a few minutes)")
-    r.add_argument("--all", action="store_true", help="also the optional studies (the bonus ablation: hours)")
+    r.add_argument("--all", action="store_true", help="also the optional studies (the bonus ablation: about 80 min)")
     r.add_argument(
         "--seeds", type=positive_int, metavar="N", help="seeds per headline number (default 3; 2 with --quick)"
     )

@@ -43,7 +43,11 @@ def translate(images: np.ndarray, dy: np.ndarray, dx: np.ndarray, T: int, paddin
     ``(i - dy, j - dx)`` of the input (a positive ``dx`` moves the content right).
     """
     B, C, H, W = images.shape
-    padded = np.pad(images, ((0, 0), (0, 0), (T, T), (T, T)), mode=_PAD_MODES[padding])
+    if padding == "zero":  # what np.pad does, at half the cost of its general machinery
+        padded = np.zeros((B, C, H + 2 * T, W + 2 * T), images.dtype)
+        padded[:, :, T : T + H, T : T + W] = images
+    else:
+        padded = np.pad(images, ((0, 0), (0, 0), (T, T), (T, T)), mode=_PAD_MODES[padding])
     windows = sliding_window_view(padded, (H, W), axis=(2, 3))  # (B, C, 2T+1, 2T+1, H, W)
     b = np.arange(B)
     return windows[b, :, T - dy, T - dx]
