@@ -21,7 +21,19 @@ import numpy as np
 
 from .errors import OutputError
 
-__all__ = ["atomic_write", "write_json", "read_json", "write_rows", "save_figure", "ensure_dir"]
+__all__ = [
+    "atomic_write",
+    "write_json",
+    "read_json",
+    "write_rows",
+    "save_figure",
+    "ensure_dir",
+    "read_at_most",
+    "MAX_DEFLATE_RATIO",
+]
+
+# deflate cannot compress better than about 1032:1: a header claiming more is forged
+MAX_DEFLATE_RATIO = 1100
 
 
 def _file_mode() -> int:
@@ -126,3 +138,16 @@ def save_figure(fig, path, **kwargs) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", **kwargs)
     return atomic_write(path, buf.getvalue())
+
+
+def read_at_most(f, n: int, chunk: int = 1 << 24) -> bytes:
+    """Up to ``n`` bytes of the binary file ``f``, read in chunks, so that a size taken from an
+    untrusted header allocates only what the file really holds."""
+    parts, left = [], n
+    while left > 0:
+        part = f.read(min(left, chunk))
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)

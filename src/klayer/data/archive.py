@@ -10,6 +10,7 @@ import zlib
 from pathlib import Path
 
 from ..errors import DataError
+from ..io import MAX_DEFLATE_RATIO, read_at_most
 
 __all__ = ["check_member", "read_members", "safe_extract"]
 
@@ -36,23 +37,6 @@ def check_member(member: tarfile.TarInfo, archive) -> None:
         raise DataError(archive, f"unsafe member {name!r}: device or fifo")
 
 
-# deflate cannot compress better than about 1032:1: a member claiming more is a forged header
-_MAX_DEFLATE_RATIO = 1100
-_CHUNK = 1 << 24
-
-
-def _read_exactly(f, n: int) -> bytes:
-    """The ``n`` bytes of a member, read in chunks so that a false size allocates nothing."""
-    parts, left = [], n
-    while left > 0:
-        part = f.read(min(left, _CHUNK))
-        if not part:
-            raise tarfile.ReadError("unexpected end of data")
-        parts.append(part)
-        left -= len(part)
-    return b"".join(parts)
-
-
 def _open(archive) -> tarfile.TarFile:
     try:
         return tarfile.open(archive, "r:*")
@@ -77,7 +61,7 @@ def read_members(archive, wanted: dict[str, str]) -> dict[str, bytes]:
     """
     found = {}
     size = Path(archive).stat().st_size if Path(archive).is_file() else 0
-    limit = _MAX_DEFLATE_RATIO * max(size, 1024)
+    limit = MAX_DEFLATE_RATIO * max(size, 1024)
     with _open(archive) as tar:
         try:
             for member in tar:
@@ -90,7 +74,10 @@ def read_members(archive, wanted: dict[str, str]) -> dict[str, bytes]:
                             f"member {member.name!r} claims {member.size} bytes, "
                             f"more than the {size}-byte archive can hold",
                         )
-                    found[wanted[base]] = _read_exactly(tar.extractfile(member), member.size)
+                    data = read_at_most(tar.extractfile(member), member.size)
+                    if len(data) != member.size:
+                        raise tarfile.ReadError("unexpected end of data")
+                    found[wanted[base]] = data
         except _ARCHIVE_ERRORS as e:
             raise DataError(archive, f"corrupt or truncated archive ({e})") from None
     return found

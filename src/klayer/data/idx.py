@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..io import MAX_DEFLATE_RATIO, read_at_most
 from .cifar10 import RawData
 
 __all__ = ["read_idx", "parse_idx", "load_idx_folder"]
@@ -48,23 +49,6 @@ def parse_idx(data: bytes, path) -> np.ndarray:
     return np.frombuffer(data, dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
 
 
-# deflate cannot compress better than about 1032:1, so a larger claim is a forged header
-_MAX_DEFLATE_RATIO = 1100
-_CHUNK = 1 << 24
-
-
-def _read_at_most(f, n: int) -> bytes:
-    """Up to ``n`` bytes of ``f``, read in chunks so that a false size allocates nothing."""
-    parts, left = [], n
-    while left > 0:
-        part = f.read(min(left, _CHUNK))
-        if not part:
-            break
-        parts.append(part)
-        left -= len(part)
-    return b"".join(parts)
-
-
 def read_idx(path) -> np.ndarray:
     """Read an IDX file, gzipped (``.gz`` or gzip magic) or not."""
     path = Path(path)
@@ -83,12 +67,12 @@ def read_idx(path) -> np.ndarray:
             shape, dtype, offset, n_bytes = _header(head, path)
             if (offset + n_bytes) % 2**32 != struct.unpack("<I", raw[-4:])[0]:
                 raise DataError(path, f"IDX header (shape {shape}) disagrees with the gzip size")
-            if offset + n_bytes > _MAX_DEFLATE_RATIO * len(raw):
+            if offset + n_bytes > MAX_DEFLATE_RATIO * len(raw):
                 raise DataError(
                     path,
                     f"IDX header says {n_bytes} data bytes for shape {shape}, more than {len(raw)} gzip bytes can hold",
                 )
-            body = head + _read_at_most(g, offset + n_bytes + 1 - len(head))
+            body = head + read_at_most(g, offset + n_bytes + 1 - len(head))
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(path, f"corrupt gzip data ({e})") from None
     return parse_idx(body, path)
