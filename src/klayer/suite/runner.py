@@ -15,7 +15,7 @@ __all__ = ["reproduce", "estimate_seconds"]
 # this machine's measured rates (one BLAS thread per worker): per-update overhead, float32 matrix
 # products, and the one-off ZCA whitening
 UPDATE_OVERHEAD = 3e-4
-FLOP_RATE = 1e11
+FLOP_RATE = 1.25e11
 ZCA_SECONDS = 20.0
 
 
