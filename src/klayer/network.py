@@ -253,29 +253,27 @@ def backward(dscores, caches, config: NetworkConfig) -> dict[str, np.ndarray]:
     return grads
 
 
-def fold_batchnorm(params, bn_state, config: NetworkConfig):
+def fold_batchnorm(params, bn_state, config: NetworkConfig, dtype=None):
     """The same network in evaluation mode with its batch norm folded into the linear layers.
 
     With ``a = gamma / sqrt(var + eps)`` of the running statistics, hidden layer ``l`` becomes
-    ``W' = a[:, None] * W`` and ``b' = a * (b - mu) + beta`` (computed in float64, cast back to
-    the parameters' dtype); works on stacks. Returns ``(params, config)`` with ``batch_norm``
-    off, or the arguments unchanged when there is no batch norm. The scores equal
-    :func:`forward` in evaluation mode up to float rounding (tests/test_fastpath.py).
+    ``W' = a[:, None] * W`` and ``b' = a * (b - mu) + beta``, computed in float64 and cast to
+    ``dtype`` (default: the parameters' own); works on stacks. Returns ``(params, config)``
+    with only ``W{l}, b{l}`` and ``batch_norm`` off. The scores equal :func:`forward` in
+    evaluation mode up to float rounding (tests/test_fastpath.py); the ONNX export uses it too.
     """
-    if not config.batch_norm:
-        return params, config
-    dtype = params["W1"].dtype
+    dtype = np.dtype(dtype) if dtype is not None else params["W1"].dtype
     k = config.n_layers
     out = {}
     for l in range(1, k + 1):
         W, b = params[f"W{l}"], params[f"b{l}"]
-        if l < k:
+        if config.batch_norm and l < k:
             a = np.asarray(params[f"gamma{l}"], np.float64) / np.sqrt(
                 np.asarray(bn_state[f"var{l}"], np.float64) + config.eps
             )
-            W = (a[..., :, None] * W).astype(dtype)
-            b = (a * (b - np.asarray(bn_state[f"mu{l}"], np.float64)) + params[f"beta{l}"]).astype(dtype)
-        out[f"W{l}"], out[f"b{l}"] = W, b
+            W = a[..., :, None] * W
+            b = a * (b - np.asarray(bn_state[f"mu{l}"], np.float64)) + params[f"beta{l}"]
+        out[f"W{l}"], out[f"b{l}"] = W.astype(dtype, copy=False), b.astype(dtype, copy=False)
     return out, replace(config, batch_norm=False)
 
 

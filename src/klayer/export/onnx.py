@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import KlayerError
 from ..io import atomic_write
+from ..network import fold_batchnorm
 
 __all__ = ["OPSET", "fold_batch_norm", "onnx_model", "export_onnx"]
 
@@ -50,18 +51,8 @@ def fold_batch_norm(network) -> list[tuple[np.ndarray, np.ndarray]]:
     list of ``(W', b')``, ``W': (m_l, m_{l-1})``, ``b': (m_l,)``, one per linear layer: the
     network computes ``relu(... relu(x @ W'_1.T + b'_1) ...) @ W'_k.T + b'_k`` in evaluation mode.
     """
-    cfg = network.config
-    p = {k: np.asarray(v, np.float64) for k, v in network.params.items()}
-    layers = []
-    for l in range(1, cfg.n_layers + 1):
-        W, b = p[f"W{l}"], p[f"b{l}"]
-        if cfg.batch_norm and l < cfg.n_layers:
-            mu = np.asarray(network.bn_state[f"mu{l}"], np.float64)
-            var = np.asarray(network.bn_state[f"var{l}"], np.float64)
-            a = p[f"gamma{l}"] / np.sqrt(var + cfg.eps)
-            W, b = a[:, None] * W, a * (b - mu) + p[f"beta{l}"]
-        layers.append((W, b))
-    return layers
+    params, cfg = fold_batchnorm(network.params, network.bn_state, network.config, np.float64)
+    return [(params[f"W{l}"], params[f"b{l}"]) for l in range(1, cfg.n_layers + 1)]
 
 
 def onnx_model(model, opset: int = OPSET, image_shape=None):
