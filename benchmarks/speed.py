@@ -50,6 +50,7 @@ from peers import (  # noqa: E402
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+NUMPY = "klayer, numpy kernels"  # KLAYER_KERNELS=numpy: the reference, without numba
 EXPERIMENTS = {"a3": "experiments/a3_3layer_bn.toml", "bonus": "experiments/bonus_fast.toml"}
 
 
@@ -68,6 +69,7 @@ def overrides(task):
 
 def worker(task: dict) -> dict:
     """Run in a fresh process: one klayer training run, or one timed evaluation pass."""
+    os.environ["KLAYER_KERNELS"] = task.get("kernels", "auto")
     from threadpoolctl import threadpool_limits
 
     from klayer import load_experiment
@@ -75,7 +77,11 @@ def worker(task: dict) -> dict:
     from klayer.runs import train
     from klayer.training import Trainer
 
-    cfg = load_experiment(ROOT / EXPERIMENTS[task["exp"]], overrides(task))
+    over = overrides(task)
+    if task["kind"] == "eval" and task["exp"] == "bonus":
+        # the same products without computing the ZCA matrix: standardized rows, as a3's
+        over += ["data.whiten='none'", "augment.flip=false", "augment.translate=0", "data.n_val=5000"]
+    cfg = load_experiment(ROOT / EXPERIMENTS[task["exp"]], over)
     data = load_dataset(cfg.data, task["data"], dtype=cfg.train.dtype, progress=False)
     if task["kind"] == "eval":
         trainer = Trainer([cfg], data)
@@ -92,6 +98,9 @@ def worker(task: dict) -> dict:
         rows = len(trainer.y_eval) + len(data.y_val)
         return {"seconds": statistics.median(ts), "rows": rows, "rss_mb": peak_rss_mb()}
     r = train(cfg, data, progress=False).results
+    import klayer.kernels
+
+    assert klayer.kernels.name() == ("numpy" if task.get("kernels") == "numpy" else "numba"), "numba missing"
     return {
         "seconds_per_epoch": r["seconds_per_epoch"],
         "test_accuracy": r["test_accuracy"],
@@ -171,12 +180,13 @@ def main():
     base = {"data": args.data, "cycles": args.cycles, "subset": args.eval_train_subset, "epochs": args.bonus_epochs}
     base["quick"] = args.quick
     plan = [("klayer", "a3", 1), ("klayer", "a3", 2), ("pytorch eager", "a3", 1), ("pytorch eager", "a3", 2)]
+    plan += [(NUMPY, "a3", 1), (NUMPY, "a3", 2)]
     if args.compile:
         plan.append(("pytorch compile", "a3", 2))
     if not args.no_sklearn:
         plan.append(("scikit-learn (no BN)", "a3", 1))
     if args.bonus_epochs:
-        plan += [("klayer", "bonus", 2), ("pytorch eager", "bonus", 2)]
+        plan += [("klayer", "bonus", 2), ("pytorch eager", "bonus", 2), (NUMPY, "bonus", 2)]
     bonus_data = None
     runs = {}
     evals = {}
@@ -188,8 +198,9 @@ def main():
             if args.quick:
                 kw.update(n_s=50, evals_per_cycle=2)
             try:
-                if name == "klayer":
-                    r = in_process({**base, "kind": "train", "exp": exp, "threads": threads})
+                if name.startswith("klayer"):
+                    kernels = "numpy" if name == NUMPY else "numba"
+                    r = in_process({**base, "kind": "train", "exp": exp, "threads": threads, "kernels": kernels})
                 elif exp == "bonus":
                     if bonus_data is None:
                         cfg = load_experiment(ROOT / EXPERIMENTS["bonus"])
@@ -207,14 +218,15 @@ def main():
                 continue
             runs.setdefault((name, exp, threads), []).append(r)
             print(
-                f"{name:22s} {exp:5s} threads={threads} {r['seconds_per_epoch']:.3f} s/epoch  "
+                f"{name:24s} {exp:5s} threads={threads} {r['seconds_per_epoch']:.3f} s/epoch  "
                 f"test {r['test_accuracy']:.4f}",
                 flush=True,
             )
-        for threads in (1, 2):
-            e = in_process({**base, "kind": "eval", "exp": "a3", "threads": threads, "reps": 3})
-            evals.setdefault(threads, []).append(e)
-            print(f"evaluation pass threads={threads} {e['seconds']:.3f} s for {e['rows']} rows", flush=True)
+        for exp in ("a3", "bonus") if args.bonus_epochs else ("a3",):
+            for threads in (1, 2):
+                e = in_process({**base, "kind": "eval", "exp": exp, "threads": threads, "reps": 3})
+                evals.setdefault((exp, threads), []).append(e)
+                print(f"evaluation pass {exp} threads={threads} {e['seconds']:.3f} s for {e['rows']} rows", flush=True)
 
     # limits, at the shapes of each run, on the thread counts of the rows
     n_eval_a3 = args.eval_train_subset or 45000
@@ -236,8 +248,11 @@ def main():
             args.bonus_epochs,
             2,
         )
-    eval_gflop = products_gflop(eval_products([3072, 50, 50, 10], 50000))
-    eval_limit = {t: time_products(eval_products([3072, 50, 50, 10], 50000), t) for t in (1, 2)}
+    eval_sizes = {"a3": [3072, 50, 50, 10]}
+    if args.bonus_epochs:
+        eval_sizes["bonus"] = [3072, *cfg.model.hidden, 10]
+    eval_gflop = {e: products_gflop(eval_products(sz, 50000)) for e, sz in eval_sizes.items()}
+    eval_limit = {(e, t): time_products(eval_products(sz, 50000), t) for e, sz in eval_sizes.items() for t in (1, 2)}
 
     load = os.getloadavg()[0]
     lines = [
@@ -259,7 +274,7 @@ def main():
         f"medians of {args.repeats} run(s); vs torch = s/epoch / PyTorch eager s/epoch at the same thread count;",
         "limit/ours = the run's products timed alone at their shapes / s/epoch; peak/ours = the products at the sgemm peak / s/epoch",
         "",
-        f"{'implementation':22s} {'task':5s} {'threads':>7s} {'s/epoch':>8s} {'vs torch':>9s} {'limit/ours':>10s} "
+        f"{'implementation':24s} {'task':5s} {'threads':>7s} {'s/epoch':>8s} {'vs torch':>9s} {'limit/ours':>10s} "
         f"{'peak/ours':>9s} {'test acc':>9s} {'RSS MB':>7s}",
     ]
     for (name, exp, threads), rs in runs.items():
@@ -270,15 +285,20 @@ def main():
         lim, gf = limits[(exp, threads)]
         rss = f"{max(r['rss_mb'] for r in rs):7.0f}" if "rss_mb" in rs[0] else f"{'':7s}"
         lines.append(
-            f"{name:22s} {exp:5s} {threads:7d} {spe:8.3f} {ratio:9.2f} {lim / spe:10.2f} "
+            f"{name:24s} {exp:5s} {threads:7d} {spe:8.3f} {ratio:9.2f} {lim / spe:10.2f} "
             f"{gf / peak[threads] / spe:9.2f} {acc:9.4f} {rss}"
         )
-    lines += ["", "evaluation pass (a3 network, evaluation mode, 50000 uint8 rows standardized on the way):"]
-    for threads, es in evals.items():
+    lines += [
+        "",
+        "evaluation pass (evaluation mode, batch norm and standardization folded into the weights, 50000 uint8 rows",
+        "cast on the way, chunks of 1000 rows):",
+    ]
+    for (exp, threads), es in evals.items():
         s = statistics.median(e["seconds"] for e in es)
+        gf, lim = eval_gflop[exp], eval_limit[(exp, threads)]
         lines.append(
-            f"  {threads} thread(s): {s:.3f} s, {eval_gflop / s:.0f} GFLOP/s = {eval_gflop / s / peak[threads]:.2f} of the "
-            f"sgemm peak; its products alone {eval_limit[threads]:.3f} s -> {eval_limit[threads] / s:.2f} of the limit"
+            f"  {exp:5s} {'-'.join(map(str, eval_sizes[exp]))}, {threads} thread(s): {s:.3f} s, {gf / s:.0f} GFLOP/s = "
+            f"{gf / s / peak[threads]:.2f} of the sgemm peak; its products alone {lim:.3f} s -> {lim / s:.2f} of the limit"
         )
     text = "\n".join(lines) + "\n"
     print("\n" + text)

@@ -61,7 +61,9 @@ def model_file(p):
 @pytest.mark.parametrize("depth,bn", CASES)
 def test_onnxruntime_agrees_on_the_10000_test_images(trained, cifar_f32, tmp_path, depth, bn):
     m = load_model(model_file(trained[depth, bn]))
-    assert m.meta["test_accuracy"] > 0.25  # trained (10% is chance), not a random network
+    # trained (10% is chance), not a random network; the 9-layer one reaches 0.24-0.26 after 300
+    # updates depending on float rounding alone (float64: 0.237)
+    assert m.meta["test_accuracy"] > 0.2
     assert main(["export", str(trained[depth, bn]), "--onnx", str(tmp_path / "m.onnx")]) == 0
     X = cifar_f32.X_test
     assert X.shape == (10000, 3072) and X.dtype == np.uint8  # raw pixels go in

@@ -141,3 +141,30 @@ def test_folding_leaves_a_network_without_batchnorm_alone(rng):
     config = NetworkConfig(10, (8,), 3, False)
     params = init_params(config, rng)
     assert fold_batchnorm(params, {}, config) == (params, config)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("K", [None, 2])
+def test_evaluation_with_folded_standardization_equals_standardizing_each_chunk(rng, dtype, K):
+    """Network.evaluate(standardize=(mean, inv_std)) on raw rows folds the standardization into
+    the first layer (fold_standardization): the loss of standardized features up to rounding,
+    the same accuracy; the folded first layer maps raw rows to the same scores."""
+    from klayer.network import fold_standardization
+
+    config = NetworkConfig(30, (16, 12), 7, True, dtype=dtype)
+    net = _trained_like(rng, config, K)
+    raw = rng.integers(0, 256, (1500, 30)).astype(np.uint8)
+    y = rng.integers(0, 7, 1500)
+    mean, inv_std = raw.mean(axis=0), 1.0 / (raw.std(axis=0) + 3.0)
+    feats = ((raw - mean) * inv_std).astype(dtype)
+    ref = net.evaluate(feats, y, lam=0.01)
+    got = net.evaluate(raw, y, lam=0.01, chunk=400, standardize=(mean, inv_std))
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    for key in ("loss", "cost"):
+        np.testing.assert_allclose(got[key], ref[key], rtol=rtol)
+    np.testing.assert_array_equal(got["accuracy"], ref["accuracy"])
+    folded = fold_standardization(net.params, mean, inv_std)
+    assert folded["W1"].dtype == np.dtype(dtype) and folded["W2"] is net.params["W2"]
+    s_raw = forward(folded, raw.astype(dtype), config, train=False, bn_state=net.bn_state)[0]
+    s_ref = forward(net.params, feats, config, train=False, bn_state=net.bn_state)[0]
+    np.testing.assert_allclose(s_raw, s_ref, rtol=10 * rtol, atol=10 * rtol)

@@ -72,7 +72,7 @@ def linear_forward(X: np.ndarray, W: np.ndarray, b: np.ndarray):
     return S, (X, W)
 
 
-def linear_backward(dout: np.ndarray, cache, need_dX: bool = True):
+def linear_backward(dout: np.ndarray, cache, need_dX: bool = True, need_db: bool = True):
     """Backward pass of :func:`linear_forward`.
 
     Parameters
@@ -81,15 +81,17 @@ def linear_backward(dout: np.ndarray, cache, need_dX: bool = True):
     cache : tuple from :func:`linear_forward`.
     need_dX : bool
         Skip the input gradient (the first layer never needs it).
+    need_db : bool
+        Skip the bias gradient (for a caller that summed ``dout`` already).
 
     Returns
     -------
     dX : (..., N, d) array or None.
     dW : (..., m, d) array.
-    db : (..., m) array.
+    db : (..., m) array or None.
     """
     X, W = cache
-    db = dout.sum(axis=-2)
+    db = dout.sum(axis=-2) if need_db else None
     if _shared_input(X, W):
         K, m, d = W.shape
         # One product for all K models: (K*m, N) @ (N, d).

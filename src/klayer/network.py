@@ -34,6 +34,7 @@ __all__ = [
     "stack_networks",
     "unstack_network",
     "fold_batchnorm",
+    "fold_standardization",
     "EVAL_CHUNK",
 ]
 
@@ -277,6 +278,20 @@ def fold_batchnorm(params, bn_state, config: NetworkConfig, dtype=None):
     return out, replace(config, batch_norm=False)
 
 
+def fold_standardization(params, mean, inv_std, dtype=None):
+    """The first layer taking raw rows ``x`` in place of the features ``(x - mean) * inv_std``.
+
+    ``W1' = W1 * inv_std`` (column ``j`` scaled by ``inv_std[j]``) and ``b1' = b1 - W1' @ mean``,
+    computed in float64 and cast to ``dtype`` (default: ``W1``'s); ``mean, inv_std: (d,)``; works
+    on stacks. The evaluation pass uses it, so that a chunk of raw rows needs one cast instead of
+    a cast, a subtraction and a multiplication. Returns new ``params`` (the others shared).
+    """
+    dtype = np.dtype(dtype) if dtype is not None else params["W1"].dtype
+    W1 = np.asarray(params["W1"], np.float64) * np.asarray(inv_std, np.float64)
+    b1 = np.asarray(params["b1"], np.float64) - W1 @ np.asarray(mean, np.float64)
+    return {**params, "W1": W1.astype(dtype), "b1": b1.astype(dtype)}
+
+
 def _lam_like(lam, W):
     """``lam`` as a scalar or as ``(K, 1, 1)`` to broadcast against a stack of weight matrices."""
     lam = np.asarray(lam, dtype=W.dtype)
@@ -381,16 +396,20 @@ class Network:
         parts = [layers.softmax(self.forward(prep(X[i : i + chunk]))) for i in range(0, max(len(X), 1), chunk)]
         return np.concatenate(parts, axis=-2)
 
-    def evaluate(self, X, y, lam=0.0, chunk: int = EVAL_CHUNK, prep=None):
+    def evaluate(self, X, y, lam=0.0, chunk: int = EVAL_CHUNK, prep=None, standardize=None):
         """Cost, loss and accuracy on a whole data set in evaluation mode, chunk by chunk, with
         batch norm folded into the weights (:func:`fold_batchnorm`).
 
         Parameters
         ----------
-        X : (N, d) features, or raw rows with ``prep``.
+        X : (N, d) features, or raw rows with ``prep`` or ``standardize``.
         y : (N,) labels.
         lam : penalty for the reported cost.
         prep : None, or a function mapping a chunk of rows of ``X`` to features.
+        standardize : None, or ``(mean, inv_std)``, ``(d,)`` each: ``X`` holds raw rows whose
+            features are ``(X - mean) * inv_std``; the standardization is folded into the first
+            layer (:func:`fold_standardization`) and each chunk is only cast (into a reused
+            buffer). The same numbers as ``prep`` up to float rounding.
 
         Returns
         -------
@@ -400,6 +419,15 @@ class Network:
         loss_sum = 0.0
         correct = 0
         params, config = fold_batchnorm(self.params, self.bn_state, self.config)
+        if standardize is not None:
+            params = fold_standardization(params, *standardize)
+            buf = np.empty((min(chunk, N), X.shape[-1]), params["W1"].dtype)
+
+            def prep(a):
+                out = buf[: len(a)]
+                np.copyto(out, a, casting="unsafe")
+                return out
+
         for i in range(0, N, chunk):
             Xc = X[i : i + chunk]
             scores = forward(params, prep(Xc) if prep else Xc, config, train=False)[0]

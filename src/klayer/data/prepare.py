@@ -165,6 +165,14 @@ class Dataset:
             raise DataError(self.source or "data set", "std must be positive")
         return self
 
+    def standardization(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(mean, 1 / std)`` in float64, ``(d,)`` each, the affine map :meth:`features` applies;
+        None when it is the identity (whitened rows)."""
+        self._coefficients(np.dtype(self.dtype))
+        if self._identity:
+            return None
+        return np.asarray(self.mean, np.float64), 1.0 / np.asarray(self.std, np.float64)
+
     def _coefficients(self, dtype: np.dtype):
         if self._m is None or self._m.dtype != dtype:
             self._m, self._inv = np.asarray(self.mean).astype(dtype), (1.0 / np.asarray(self.std)).astype(dtype)

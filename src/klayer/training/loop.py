@@ -27,17 +27,19 @@ from __future__ import annotations
 import json
 import signal
 import time
+import warnings
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from .. import kernels
 from ..config import ExperimentConfig
 from ..data.prepare import Dataset
 from ..errors import ConfigError, DivergenceError, KlayerError
 from ..network import EVAL_CHUNK, Network, data_loss_and_grads, dropout_masks, forward, stack_networks, unstack_network
 from .augment import Augmenter
 from .callbacks import Callback
-from .optim import make_optimizer
+from .optim import SGD, make_optimizer
 from .schedules import (
     CYCLIC_SCHEDULES,
     constant_eta,
@@ -153,10 +155,30 @@ class Trainer:
         self.diverged: list[int | None] = [None] * self.K
         self.train_seconds = 0.0
         self.eval_seconds = 0.0
+        self._select_kernels(dtype)
         self._raw = np.empty((tc.batch_size, data.input_size), data.X_train.dtype)
         self._xbuf = np.empty((tc.batch_size, data.input_size), dtype)
         self._ebuf = np.empty((EVAL_CHUNK, data.input_size), dtype)
         self._stop = False
+
+    def _select_kernels(self, dtype):
+        """The one place where the compiled kernels (:mod:`klayer.kernels`) replace the numpy
+        reference: the mini-batch's gather and standardization, the forward and backward pass
+        and the SGD update. Dropout runs use the reference throughout."""
+        cfg = self.config
+        fast = None if (cfg.dropout or cfg.input_dropout) else kernels.load()
+        self.kernels = "numpy" if fast is None else "numba"
+        self._loss_and_grads = data_loss_and_grads if fast is None else fast.data_loss_and_grads
+        opt = self.optimizer
+        if fast is not None and isinstance(opt, SGD):
+            self._update = lambda p, g, s, eta, lam, t: fast.sgd_update(p, g, s, eta, lam, opt.momentum, opt.nesterov)
+        else:
+            self._update = opt.update
+        std = self.data.standardization()
+        self._gather = None
+        if fast is not None and std is not None:
+            m, inv = (a.astype(dtype) for a in std)
+            self._gather = lambda idx, out: fast.gather_features(self.data.X_train, idx, m, inv, out)
 
     # -- schedule -----------------------------------------------------------------------------
     def eta_at(self, t: int) -> np.ndarray:
@@ -191,6 +213,8 @@ class Trainer:
             self.perm = self.rng.permutation(len(self.data.y_train))
             self.perm_epoch = epoch
         idx = self.perm[j * B : (j + 1) * B]
+        if self._gather is not None and not (augment and self.augmenter is not None):
+            return self._gather(idx, self._xbuf), self.data.y_train[idx]
         # the indices are valid (a permutation's); mode "raise" would copy through a buffer
         raw = np.take(self.data.X_train, idx, axis=0, out=self._raw, mode="clip")
         if augment and self.augmenter is not None:
@@ -220,12 +244,12 @@ class Trainer:
             per_net = [dropout_masks(cfg, len(y), rng, 1) for rng in self.dropout_rngs]
             masks = {k: np.concatenate([m[k] for m in per_net]) for k in per_net[0]} if self.K > 1 else per_net[0]
         with np.errstate(over="ignore", invalid="ignore"):  # a non-finite loss is handled below
-            loss, grads, stats = data_loss_and_grads(params, X, y, cfg, scale, masks, self.smoothing)
+            loss, grads, stats = self._loss_and_grads(params, X, y, cfg, scale, masks, self.smoothing)
         self.last_loss = loss
         bad = ~np.isfinite(loss)
         if bad.any():
             self._diverge(bad, loss, grads)
-        self.optimizer.update(params, grads, self.opt_state, eta, self.lam, self.t)
+        self._update(params, grads, self.opt_state, eta, self.lam, self.t)
         a = self.tc.bn_alpha
         for k, mu in stats.items():
             s = bn_state[k]
@@ -254,9 +278,12 @@ class Trainer:
         def prep(a):
             return self.data.features(a, out=buf[: len(a)])
 
+        # raw rows: the standardization is folded into the first layer (one cast per chunk)
+        std = self.data.standardization()
+        kw = {"prep": prep} if std is None else {"standardize": std}
         with np.errstate(over="ignore", invalid="ignore"):  # diverged networks of a stack
-            tr = self.stack.evaluate(self.X_eval, self.y_eval, self.lam, EVAL_CHUNK, prep)
-            va = self.stack.evaluate(self.data.X_val, self.data.y_val, self.lam, EVAL_CHUNK, prep)
+            tr = self.stack.evaluate(self.X_eval, self.y_eval, self.lam, EVAL_CHUNK, **kw)
+            va = self.stack.evaluate(self.data.X_val, self.data.y_val, self.lam, EVAL_CHUNK, **kw)
         eta = self.eta_at(self.t)
         for i in range(self.K):
             self.history[i].append(
@@ -358,6 +385,7 @@ class Trainer:
             "train_seconds": self.train_seconds,
             "eval_seconds": self.eval_seconds,
             "K": self.K,
+            "kernels": self.kernels,
             "callbacks": callbacks,
         }
         return tensors, {"state": json.dumps(meta)}
@@ -367,6 +395,12 @@ class Trainer:
         meta = json.loads(metadata["state"])
         if meta["K"] != self.K:
             raise KlayerError("checkpoint holds a different number of networks")
+        if meta.get("kernels", self.kernels) != self.kernels:
+            warnings.warn(
+                f"the checkpoint was trained with the {meta['kernels']} kernels, this run uses "
+                f"{self.kernels} ({kernels.ENV}): it continues within float rounding, not bitwise",
+                stacklevel=2,
+            )
         for prefix, target in (("param.", self.stack.params), ("bn.", self.stack.bn_state), ("opt.", self.opt_state)):
             for k, v in target.items():
                 v[...] = tensors[prefix + k]
