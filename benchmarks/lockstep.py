@@ -18,6 +18,7 @@ Writes benchmarks/results/lockstep.txt.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -39,6 +40,7 @@ from peers import (  # noqa: E402
 
 from klayer import load_experiment  # noqa: E402
 from klayer.data import DataConfig, load_dataset  # noqa: E402
+from klayer.kernels import name as kernels_name  # noqa: E402
 from klayer.runs import train  # noqa: E402
 from klayer.sweep import run_many  # noqa: E402
 
@@ -81,14 +83,19 @@ def main():
         extra = ["train.n_s=50", "train.n_cycles=1", "train.evals_per_cycle=2"]
     cfgs = configs(args.k, args.eval_train_subset, args.data, extra)
 
-    walls = []
+    walls = {"auto": [], "numpy": []}  # KLAYER_KERNELS of the workers: numba when installed, the reference
     for _ in range(args.repeats):
-        with tempfile.TemporaryDirectory() as tmp:
-            t = time.perf_counter()
-            res = run_many(cfgs, [Path(tmp) / c.name for c in cfgs], data_root=args.data, n_jobs=2, progress=False)
-            walls.append(time.perf_counter() - t)
-        print(f"lockstep: {walls[-1]:.1f} s", flush=True)
-    lock_wall = statistics.median(walls)
+        for kernels in walls:  # interleaved, so that noise hits both alike
+            os.environ["KLAYER_KERNELS"] = kernels
+            with tempfile.TemporaryDirectory() as tmp:
+                t = time.perf_counter()
+                r = run_many(cfgs, [Path(tmp) / c.name for c in cfgs], data_root=args.data, n_jobs=2, progress=False)
+                walls[kernels].append(time.perf_counter() - t)
+            if kernels == "auto":
+                res = r
+            print(f"lockstep ({kernels} kernels): {walls[kernels][-1]:.1f} s", flush=True)
+    os.environ["KLAYER_KERNELS"] = "auto"
+    lock_wall = statistics.median(walls["auto"])
     accs = [r["test_accuracy"] for r in res]
 
     data = load_dataset(DataConfig(download=False), args.data, dtype="float32")
@@ -132,7 +139,8 @@ def main():
     lim_sep, _ = limit(1, 2)
     lim_sep *= k
     rows = [
-        ("klayer lockstep, 2 workers x 1 BLAS thread", lock_wall, lim_lock),
+        (f"klayer lockstep, 2 workers x 1 BLAS thread ({kernels_name()} kernels)", lock_wall, lim_lock),
+        ("klayer lockstep, the same with the numpy kernels", statistics.median(walls["numpy"]), lim_lock),
         (f"klayer, {k} separate runs one after another (scaled*)", k * statistics.median(sep), lim_sep),
     ]
     if torch_times:
@@ -151,10 +159,10 @@ def main():
         f"{__import__('os').getloadavg()[0]:.2f} at the end",
         f"limit: lockstep {lim_lock:.1f} s (one stack of {-(-k // 2)}, 1 thread; {gf_lock:.0f} GFLOP a core, "
         f"{gf_lock / peak[1]:.1f} s at the 1-thread peak); separate runs {lim_sep:.1f} s ({k} runs, 2 threads)",
-        f"{'what':62s} {'wall s':>8s} {'vs lockstep':>11s} {'vs torch':>8s} {'limit/ours':>10s}",
+        f"{'what':66s} {'wall s':>8s} {'vs lockstep':>11s} {'vs torch':>8s} {'limit/ours':>10s}",
     ]
     for what, wall, lim in rows:
-        lines.append(f"{what:62s} {wall:8.1f} {wall / lock_wall:11.2f} {wall / tt:8.2f} {lim / wall:10.2f}")
+        lines.append(f"{what:66s} {wall:8.1f} {wall / lock_wall:11.2f} {wall / tt:8.2f} {lim / wall:10.2f}")
     lines += [
         f"peak RSS: {peak_rss_mb():.0f} MB (this process; the lockstep workers are other processes)",
         f"lockstep: median of {args.repeats} run(s); * median of {args.sample} timed single runs times {k}",

@@ -85,33 +85,42 @@ class Timers:
         return timed
 
 
-class TimedOptimizer:
-    def __init__(self, opt, timers):
-        self.opt, self.timers, self.prescaled = opt, timers, opt.prescaled
-
-    def update(self, *a):
-        t = time.perf_counter()
-        self.opt.update(*a)
-        self.timers.add("update", time.perf_counter() - t)
+# the compiled kernels (klayer.kernels, with numba): each fuses its category's passes
+KERNELS = {
+    "bn_relu_forward": "batch norm",
+    "bn_relu_backward": "batch norm",
+    "relu_bias_backward": "ReLU",
+    "softmax_ce": "softmax + loss",
+}
 
 
 def instrument(trainer: Trainer, timers: Timers):
-    """Wrap the layer functions (module-wide), the trainer's batch, augmenter and optimizer.
-    Returns a function undoing it."""
-    saved = {name: getattr(layers, name) for name in CATEGORIES if hasattr(layers, name)}  # older revisions too
-    for name, fn in saved.items():
-        setattr(layers, name, timers.wrap(fn, CATEGORIES[name]))
-    batch, aug, opt = trainer.batch, trainer.augmenter, trainer.optimizer
+    """Wrap the layer functions and compiled kernels (module-wide), the trainer's batch,
+    augmenter and update. Returns a function undoing it. With the compiled kernels, "batch norm"
+    includes the ReLU (one loop does both)."""
+    modules = [(layers, CATEGORIES)]
+    if trainer.kernels == "numba":
+        from klayer.kernels import compiled
+
+        modules.append((compiled, KERNELS))
+    saved = []
+    for mod, cats in modules:
+        for name in cats:
+            if hasattr(mod, name):  # older revisions too
+                fn = getattr(mod, name)
+                saved.append((mod, name, fn))
+                setattr(mod, name, timers.wrap(fn, cats[name]))
+    batch, aug, update = trainer.batch, trainer.augmenter, trainer.update_fn
     trainer.batch = timers.wrap(batch, "data (gather + standardize)")
     if aug is not None:
         trainer.augmenter = timers.wrap(aug, "augmentation")
-    trainer.optimizer = TimedOptimizer(opt, timers)
+    trainer.update_fn = timers.wrap(update, "update")
 
     def undo():
-        for name, fn in saved.items():
-            setattr(layers, name, fn)
+        for mod, name, fn in saved:
+            setattr(mod, name, fn)
         del trainer.batch
-        trainer.augmenter, trainer.optimizer = aug, opt
+        trainer.augmenter, trainer.update_fn = aug, update
 
     return undo
 
@@ -157,14 +166,14 @@ def profile(cfg, data, threads: int, steps: int, repeats: int, evals: int):
         ev, ev_feat = [], []
         for _ in range(evals):
             timers = Timers()
-            feats = trainer.data.features
-            trainer.data.features = timers.wrap(feats, "features")
+            cast = np.copyto  # the rows' cast (the standardization is folded into the first layer)
+            np.copyto = timers.wrap(cast, "features")
             try:
                 t = time.perf_counter()
                 trainer.evaluate()
                 ev.append(time.perf_counter() - t)
             finally:
-                del trainer.data.features
+                np.copyto = cast
             ev_feat.append(timers.acc.get("features", 0.0))
     step_s = statistics.median(plain)
     bd = {k: statistics.median(b.get(k, 0.0) for b in breakdown) for k in ORDER}
@@ -180,6 +189,7 @@ def profile(cfg, data, threads: int, steps: int, repeats: int, evals: int):
     spe = trainer.steps_per_epoch
     evals_per_epoch = spe / trainer.eval_every
     return {
+        "kernels": trainer.kernels,
         "step": step_s,
         "inst": inst_s,
         "breakdown": bd,
@@ -201,7 +211,8 @@ def report(name, threads, r):
     step = r["inst"]
     lines = [
         f"{name}: sizes {r['sizes']}, batch {r['batch']}, {r['K']} network(s) in lockstep, {threads} BLAS thread(s), "
-        f"{r['spe']} steps and {r['evals_per_epoch']:.2f} evaluation(s) of {r['rows_eval']} rows per epoch",
+        f"{r['spe']} steps and {r['evals_per_epoch']:.2f} evaluation(s) of {r['rows_eval']} rows per epoch, "
+        f"{r['kernels']} kernels",
         f"  {'per training step':40s} {'ms':>8s} {'share':>7s}",
     ]
     for k in ORDER:
@@ -213,7 +224,7 @@ def report(name, threads, r):
         f"  {'plain step (no timers)':40s} {ms(r['step'])}",
         f"  {'limit: its products alone':40s} {ms(r['limit_step'])}   -> step at {r['limit_step'] / r['step']:.2f} of the limit",
         f"  {'evaluation pass':40s} {ms(r['eval'])}",
-        f"  {'  of which standardizing the rows':40s} {ms(r['eval_features'])}",
+        f"  {'  of which casting/standardizing rows':40s} {ms(r['eval_features'])}",
         f"  {'limit: its products alone':40s} {ms(r['limit_eval'])}   -> evaluation at {r['limit_eval'] / r['eval']:.2f} of the limit",
     ]
     epoch = r["spe"] * r["step"] + r["evals_per_epoch"] * r["eval"]

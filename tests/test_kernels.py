@@ -16,6 +16,7 @@ from klayer import kernels
 from klayer.config import ExperimentConfig, ModelConfig, TrainConfig
 from klayer.errors import ConfigError
 from klayer.network import Network, NetworkConfig, data_loss_and_grads, stack_networks
+from klayer.runs.folder import run_results
 from klayer.training import Trainer
 from klayer.training.optim import sgd_update
 from tests.conftest import tiny_dataset
@@ -184,6 +185,7 @@ def test_training_with_the_kernels_follows_the_reference(monkeypatch, momentum):
     a = _train(monkeypatch, "numba", momentum=momentum, nesterov=bool(momentum))
     b = _train(monkeypatch, "numpy", momentum=momentum, nesterov=bool(momentum))
     assert (a.kernels, b.kernels) == ("numba", "numpy")
+    assert run_results(a, 0, 1.0)["kernels"] == "numba"  # results.json says which
     assert a.history[0][-1]["step"] == 30 and len(a.history) == 2
     for ha, hb in zip(a.history, b.history, strict=True):
         for ra, rb in zip(ha, hb, strict=True):
@@ -242,3 +244,34 @@ def test_a_checkpoint_says_which_kernels_and_resuming_with_others_warns(monkeypa
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         c.load_state(tensors, meta)
+
+
+@pytest.mark.parametrize("which", ["numba", "numpy"])
+def test_a_resumed_trainer_continues_bitwise_with_either_kernels(monkeypatch, which):
+    """Stopped after 17 of 30 updates, saved with Trainer.state and restored into a new trainer,
+    the run ends with the same bits as one trained without stopping (momentum, a stack of 2)."""
+    monkeypatch.setenv(kernels.ENV, which)
+
+    def data():
+        d = tiny_dataset(np.random.default_rng(0), n_train=300, d=12, C=4)
+        d.X_train = np.clip(np.round(d.X_train * 40 + 128), 0, 255).astype(np.uint8)
+        d.mean, d.std = d.X_train.mean(axis=0), d.X_train.std(axis=0) + 1.0
+        return d
+
+    cfgs = _configs(2, momentum=0.9, nesterov=True)
+    whole = Trainer(cfgs, data())
+    whole.run(progress=False)
+    first = Trainer(cfgs, data())
+    first.init_bn_state()
+    first.evaluate()
+    for _ in range(17):
+        first.step()
+    tensors, meta = first.state()
+    tensors = {k: v.copy() for k, v in tensors.items()}
+    second = Trainer(cfgs, data())
+    second.load_state(tensors, meta)
+    assert second.kernels == which and second.t == 17
+    second.run(progress=False)
+    for n, p in whole.stack.params.items():
+        assert same_bits(second.stack.params[n], p), n
+    assert second.history[0][-1] == whole.history[0][-1]

@@ -97,6 +97,7 @@ def run_results(trainer, i: int, wall: float) -> dict:
         "data_source": data.source,
         "classes": list(data.classes),
         "lockstep_k": trainer.K,
+        "kernels": trainer.kernels,
         "versions": versions(tc.blas_threads),
     }
 

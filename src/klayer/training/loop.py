@@ -163,22 +163,23 @@ class Trainer:
 
     def _select_kernels(self, dtype):
         """The one place where the compiled kernels (:mod:`klayer.kernels`) replace the numpy
-        reference: the mini-batch's gather and standardization, the forward and backward pass
-        and the SGD update. Dropout runs use the reference throughout."""
+        reference: the mini-batch's gather and standardization (``gather_fn``, or None), the
+        forward and backward pass (``loss_fn``) and the update (``update_fn``); ``kernels`` names
+        the choice. Dropout runs use the reference throughout."""
         cfg = self.config
         fast = None if (cfg.dropout or cfg.input_dropout) else kernels.load()
         self.kernels = "numpy" if fast is None else "numba"
-        self._loss_and_grads = data_loss_and_grads if fast is None else fast.data_loss_and_grads
+        self.loss_fn = data_loss_and_grads if fast is None else fast.data_loss_and_grads
         opt = self.optimizer
         if fast is not None and isinstance(opt, SGD):
-            self._update = lambda p, g, s, eta, lam, t: fast.sgd_update(p, g, s, eta, lam, opt.momentum, opt.nesterov)
+            self.update_fn = lambda p, g, s, eta, lam, t: fast.sgd_update(p, g, s, eta, lam, opt.momentum, opt.nesterov)
         else:
-            self._update = opt.update
+            self.update_fn = opt.update
         std = self.data.standardization()
-        self._gather = None
+        self.gather_fn = None
         if fast is not None and std is not None:
             m, inv = (a.astype(dtype) for a in std)
-            self._gather = lambda idx, out: fast.gather_features(self.data.X_train, idx, m, inv, out)
+            self.gather_fn = lambda idx, out: fast.gather_features(self.data.X_train, idx, m, inv, out)
 
     # -- schedule -----------------------------------------------------------------------------
     def eta_at(self, t: int) -> np.ndarray:
@@ -213,8 +214,8 @@ class Trainer:
             self.perm = self.rng.permutation(len(self.data.y_train))
             self.perm_epoch = epoch
         idx = self.perm[j * B : (j + 1) * B]
-        if self._gather is not None and not (augment and self.augmenter is not None):
-            return self._gather(idx, self._xbuf), self.data.y_train[idx]
+        if self.gather_fn is not None and not (augment and self.augmenter is not None):
+            return self.gather_fn(idx, self._xbuf), self.data.y_train[idx]
         # the indices are valid (a permutation's); mode "raise" would copy through a buffer
         raw = np.take(self.data.X_train, idx, axis=0, out=self._raw, mode="clip")
         if augment and self.augmenter is not None:
@@ -244,12 +245,12 @@ class Trainer:
             per_net = [dropout_masks(cfg, len(y), rng, 1) for rng in self.dropout_rngs]
             masks = {k: np.concatenate([m[k] for m in per_net]) for k in per_net[0]} if self.K > 1 else per_net[0]
         with np.errstate(over="ignore", invalid="ignore"):  # a non-finite loss is handled below
-            loss, grads, stats = self._loss_and_grads(params, X, y, cfg, scale, masks, self.smoothing)
+            loss, grads, stats = self.loss_fn(params, X, y, cfg, scale, masks, self.smoothing)
         self.last_loss = loss
         bad = ~np.isfinite(loss)
         if bad.any():
             self._diverge(bad, loss, grads)
-        self._update(params, grads, self.opt_state, eta, self.lam, self.t)
+        self.update_fn(params, grads, self.opt_state, eta, self.lam, self.t)
         a = self.tc.bn_alpha
         for k, mu in stats.items():
             s = bn_state[k]
