@@ -175,7 +175,8 @@ class Trainer:
             self.update_fn = lambda p, g, s, eta, lam, t: fast.sgd_update(p, g, s, eta, lam, opt.momentum, opt.nesterov)
         else:
             self.update_fn = opt.update
-        std = self.data.standardization()
+        # (mean, 1 / std) of raw rows, or None for whitened rows: gathering and evaluation fold it
+        self.standardization = std = self.data.standardization()
         self.gather_fn = None
         if fast is not None and std is not None:
             m, inv = (a.astype(dtype) for a in std)
@@ -280,7 +281,7 @@ class Trainer:
             return self.data.features(a, out=buf[: len(a)])
 
         # raw rows: the standardization is folded into the first layer (one cast per chunk)
-        std = self.data.standardization()
+        std = self.standardization
         kw = {"prep": prep} if std is None else {"standardize": std}
         with np.errstate(over="ignore", invalid="ignore"):  # diverged networks of a stack
             tr = self.stack.evaluate(self.X_eval, self.y_eval, self.lam, EVAL_CHUNK, **kw)
