@@ -85,19 +85,27 @@ def worker(task: dict) -> dict:
     data = load_dataset(cfg.data, task["data"], dtype=cfg.train.dtype, progress=False)
     if task["kind"] == "eval":
         trainer = Trainer([cfg], data)
+        sizes = list(trainer.config.sizes)
         with threadpool_limits(task["threads"], user_api="blas"):
             trainer.init_bn_state()
             for _ in range(20):
                 trainer.step()
             trainer.X_eval, trainer.y_eval = data.X_train[:45000], data.y_train[:45000]  # the run's pass
-            ts = []
-            for _ in range(task["reps"]):
+            ts, lims, peaks = [], [], []
+            for _ in range(task["reps"]):  # the pass and its limit alternate, so that noise hits both
                 t = time.perf_counter()
                 trainer.evaluate()
                 ts.append(time.perf_counter() - t)
+                lims.append(time_products(eval_products(sizes, 45000) + eval_products(sizes, 5000), task["threads"]))
+                peaks.append(sgemm_peak(task["threads"]))
         rows = len(trainer.y_eval) + len(data.y_val)
-        return {"seconds": statistics.median(ts), "rows": rows, "rss_mb": peak_rss_mb()}
+        return {
+            "seconds": statistics.median(ts), "rows": rows, "rss_mb": peak_rss_mb(),
+            "limit": statistics.median(lims), "peak": statistics.median(peaks),
+        }  # fmt: skip
+    before = run_limit_of(task)
     r = train(cfg, data, progress=False).results
+    after = run_limit_of(task)
     import klayer.kernels
 
     assert klayer.kernels.name() == ("numpy" if task.get("kernels") == "numpy" else "numba"), "numba missing"
@@ -105,6 +113,8 @@ def worker(task: dict) -> dict:
         "seconds_per_epoch": r["seconds_per_epoch"],
         "test_accuracy": r["test_accuracy"],
         "rss_mb": peak_rss_mb(),
+        "limit": (before[0] + after[0]) / 2,
+        "peak": (before[2] + after[2]) / 2,
     }
 
 
@@ -141,6 +151,25 @@ def torch_bonus(data, threads, epochs):
         nesterov=tc.nesterov,
         augment=aug,
     )
+
+
+def run_limit_of(task: dict) -> tuple[float, float, float]:
+    """``(limit s/epoch, GFLOP/epoch, sgemm peak GFLOP/s)`` of a row's run, measured now (each
+    run measures them just before and just after itself, in its own process)."""
+    threads = task["threads"]
+    if task["exp"] == "a3":
+        cycles = 1 if task.get("quick") else task["cycles"]
+        n_eval = task["subset"] or 45000
+        lim, gf = run_limit([3072, 50, 50, 10], 100, 45000, [n_eval, 5000], 10 * cycles + 1, 10 * cycles, threads)
+    else:
+        from klayer import load_experiment
+
+        cfg = load_experiment(ROOT / EXPERIMENTS["bonus"])
+        sizes = [3072, *cfg.model.hidden, 10]
+        evals = [cfg.train.eval_train_subset, 1000]
+        epochs = task["epochs"]
+        lim, gf = run_limit(sizes, cfg.train.batch_size, 49000, evals, epochs + 1, epochs, threads)
+    return lim, gf, sgemm_peak(threads)
 
 
 def run_limit(sizes, batch, n_train, eval_rows, evals, epochs, threads, chunk=None):
@@ -197,7 +226,10 @@ def main():
             kw = dict(n_cycles=args.cycles, threads=threads, eval_train_subset=args.eval_train_subset)
             if args.quick:
                 kw.update(n_s=50, evals_per_cycle=2)
+            task = {**base, "exp": exp, "threads": threads}
             try:
+                if not name.startswith("klayer"):
+                    before = run_limit_of(task)
                 if name.startswith("klayer"):
                     kernels = "numpy" if name == NUMPY else "numba"
                     r = in_process({**base, "kind": "train", "exp": exp, "threads": threads, "kernels": kernels})
@@ -216,10 +248,13 @@ def main():
             except ImportError as e:
                 print(f"skipping {name}: {e}")
                 continue
+            if not name.startswith("klayer"):
+                after = run_limit_of(task)
+                r = {**r, "limit": (before[0] + after[0]) / 2, "peak": (before[2] + after[2]) / 2}
             runs.setdefault((name, exp, threads), []).append(r)
             print(
                 f"{name:24s} {exp:5s} threads={threads} {r['seconds_per_epoch']:.3f} s/epoch  "
-                f"test {r['test_accuracy']:.4f}",
+                f"test {r['test_accuracy']:.4f}  limit/ours {r['limit'] / r['seconds_per_epoch']:.2f}",
                 flush=True,
             )
         for exp in ("a3", "bonus") if args.bonus_epochs else ("a3",):
@@ -228,31 +263,18 @@ def main():
                 evals.setdefault((exp, threads), []).append(e)
                 print(f"evaluation pass {exp} threads={threads} {e['seconds']:.3f} s for {e['rows']} rows", flush=True)
 
-    # limits, at the shapes of each run, on the thread counts of the rows
+    # the limits: each run's own (measured around it, in its process), for the header a fresh one
     n_eval_a3 = args.eval_train_subset or 45000
-    a3_epochs = 10 * args.cycles
-    a3_evals = 10 * args.cycles + 1  # evaluations on train and val: one at the start, 10 a cycle
-    limits = {}
-    for threads in (1, 2):
-        limits[("a3", threads)] = run_limit(
-            [3072, 50, 50, 10], 100, 45000, [n_eval_a3, 5000], a3_evals, a3_epochs, threads
-        )
+    a3_epochs = 10 * (1 if args.quick else args.cycles)
+    a3_evals = a3_epochs + 1  # evaluations on train and val: one at the start, 10 a cycle
+    limits = {("a3", t): run_limit_of({**base, "exp": "a3", "threads": t})[:2] for t in (1, 2)}
     if args.bonus_epochs:
         cfg = load_experiment(ROOT / EXPERIMENTS["bonus"])
-        limits[("bonus", 2)] = run_limit(
-            [3072, *cfg.model.hidden, 10],
-            cfg.train.batch_size,
-            49000,
-            [cfg.train.eval_train_subset, 1000],
-            args.bonus_epochs + 1,
-            args.bonus_epochs,
-            2,
-        )
+        limits[("bonus", 2)] = run_limit_of({**base, "exp": "bonus", "threads": 2})[:2]
     eval_sizes = {"a3": [3072, 50, 50, 10]}
     if args.bonus_epochs:
         eval_sizes["bonus"] = [3072, *cfg.model.hidden, 10]
     eval_gflop = {e: products_gflop(eval_products(sz, 50000)) for e, sz in eval_sizes.items()}
-    eval_limit = {(e, t): time_products(eval_products(sz, 50000), t) for e, sz in eval_sizes.items() for t in (1, 2)}
 
     load = os.getloadavg()[0]
     lines = [
@@ -272,7 +294,8 @@ def main():
         )
     lines += [
         f"medians of {args.repeats} run(s); vs torch = s/epoch / PyTorch eager s/epoch at the same thread count;",
-        "limit/ours = the run's products timed alone at their shapes / s/epoch; peak/ours = the products at the sgemm peak / s/epoch",
+        "limit/ours = the run's products timed alone at their shapes / s/epoch; peak/ours = the products at the sgemm peak / s/epoch;",
+        "both are medians of per-run ratios, each run's limit and peak measured just before and after it, in its process",
         "",
         f"{'implementation':24s} {'task':5s} {'threads':>7s} {'s/epoch':>8s} {'vs torch':>9s} {'limit/ours':>10s} "
         f"{'peak/ours':>9s} {'test acc':>9s} {'RSS MB':>7s}",
@@ -282,23 +305,26 @@ def main():
         acc = statistics.median(r["test_accuracy"] for r in rs)
         ref = runs.get(("pytorch eager", exp, threads))
         ratio = spe / statistics.median(r["seconds_per_epoch"] for r in ref) if ref else float("nan")
-        lim, gf = limits[(exp, threads)]
+        gf = limits[(exp, threads)][1]
+        of_limit = statistics.median(r["limit"] / r["seconds_per_epoch"] for r in rs)
+        of_peak = statistics.median(gf / r["peak"] / r["seconds_per_epoch"] for r in rs)
         rss = f"{max(r['rss_mb'] for r in rs):7.0f}" if "rss_mb" in rs[0] else f"{'':7s}"
         lines.append(
-            f"{name:24s} {exp:5s} {threads:7d} {spe:8.3f} {ratio:9.2f} {lim / spe:10.2f} "
-            f"{gf / peak[threads] / spe:9.2f} {acc:9.4f} {rss}"
+            f"{name:24s} {exp:5s} {threads:7d} {spe:8.3f} {ratio:9.2f} {of_limit:10.2f} {of_peak:9.2f} {acc:9.4f} {rss}"
         )
     lines += [
         "",
         "evaluation pass (evaluation mode, batch norm and standardization folded into the weights, 50000 uint8 rows",
-        "cast on the way, chunks of 1000 rows):",
+        "cast on the way, chunks of 1000 rows; medians of per-pass ratios to the peak and limit measured between passes):",
     ]
     for (exp, threads), es in evals.items():
         s = statistics.median(e["seconds"] for e in es)
-        gf, lim = eval_gflop[exp], eval_limit[(exp, threads)]
+        gf = eval_gflop[exp]
+        of_peak = statistics.median(gf / e["seconds"] / e["peak"] for e in es)
+        of_limit = statistics.median(e["limit"] / e["seconds"] for e in es)
         lines.append(
             f"  {exp:5s} {'-'.join(map(str, eval_sizes[exp]))}, {threads} thread(s): {s:.3f} s, {gf / s:.0f} GFLOP/s = "
-            f"{gf / s / peak[threads]:.2f} of the sgemm peak; its products alone {lim:.3f} s -> {lim / s:.2f} of the limit"
+            f"{of_peak:.2f} of the sgemm peak; {of_limit:.2f} of its products' time alone"
         )
     text = "\n".join(lines) + "\n"
     print("\n" + text)

@@ -156,6 +156,82 @@ def test_compiled_sgd_update_gives_the_references_bits(rng, momentum, nesterov, 
             assert same_bits(state[f"v.{n}"], s_ref[f"v.{n}"]), n
 
 
+def test_a_workspace_is_reused_and_follows_a_change_of_shape(rng):
+    """With a workspace the step's arrays are allocated once; a new batch size or stack gets
+    new ones, and the numbers are always those of a fresh call."""
+    config = NetworkConfig(24, (16, 12), 7, True, dtype="float64")
+    st = stack(rng, config, 2)
+    work = step.Workspace()
+    X, y = rng.standard_normal((30, 24)), rng.integers(0, 7, 30)
+    first = step.data_loss_and_grads(st.params, X, y, config, work=work)[1]
+    kept = {n: g.copy() for n, g in first.items()}
+    previous, last_rows = first, 30
+    for n_rows in (30, 11, 11, 30):
+        Xb, yb = rng.standard_normal((n_rows, 24)), rng.integers(0, 7, n_rows)
+        loss, grads, _ = step.data_loss_and_grads(st.params, Xb, yb, config, work=work)
+        fresh_loss, fresh, _ = step.data_loss_and_grads(st.params, Xb, yb, config)
+        assert same_bits(loss, fresh_loss)
+        assert all(same_bits(grads[n], fresh[n]) for n in fresh)
+        assert (grads["W2"] is previous["W2"]) == (n_rows == last_rows)
+        previous, last_rows = grads, n_rows
+    assert not all(same_bits(first[n], kept[n]) for n in kept)  # overwritten by the next call
+
+
+def test_the_compiled_update_follows_new_parameter_arrays(rng):
+    """The update keeps views of the last parameters it saw: new arrays must be updated, and
+    the old ones left alone."""
+    config = NetworkConfig(10, (6,), 3, True, dtype="float64")
+    st = stack(rng, config, 1)
+    eta, lam = np.array([0.1]), np.array([0.01])
+    grads = {n: np.full(p.shape, 0.5) for n, p in st.params.items()}
+    old = st.params
+    step.sgd_update(old, grads, {}, eta, lam)
+    new = {n: p.copy() for n, p in old.items()}
+    old_after = {n: p.copy() for n, p in old.items()}
+    ref = {n: p.copy() for n, p in new.items()}
+    sgd_update(ref, {n: g.copy() for n, g in grads.items()}, {}, eta, lam)
+    step.sgd_update(new, grads, {}, eta, lam)
+    assert all(same_bits(new[n], ref[n]) for n in ref)
+    assert all(same_bits(old[n], old_after[n]) for n in old)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("batch_norm", [True, False])
+@pytest.mark.parametrize("K", [1, 3])
+def test_compiled_evaluation_equals_the_reference(rng, dtype, batch_norm, K):
+    """Network.evaluate with the compiled chunk: the same accuracy (the same scores and the
+    first largest one, as argmax), the same loss up to rounding, chunks of any length."""
+    config = NetworkConfig(20, (16, 8), 5, batch_norm, dtype=dtype)
+    st = stack(rng, config, K)
+    for p in st.bn_state.values():
+        p[...] = rng.uniform(0.2, 1.0, p.shape)
+    X, y = rng.integers(0, 256, (257, 20)).astype(np.uint8), rng.integers(0, 5, 257)
+    std = (X.mean(axis=0), 1 / (X.std(axis=0) + 1))
+    ref = st.evaluate(X, y, 0.01, 100, standardize=std)
+    got = st.evaluate(X, y, 0.01, 100, standardize=std, chunk_fn=step.eval_chunk)
+    rtol = 1e-12 if dtype == "float64" else 1e-6
+    np.testing.assert_array_equal(got["accuracy"], ref["accuracy"])
+    np.testing.assert_allclose(got["loss"], ref["loss"], rtol=rtol)
+    np.testing.assert_allclose(got["cost"], ref["cost"], rtol=rtol)
+    # ties (all scores equal: the first class) and NaN scores (argmax points at the first NaN)
+    for n, p in st.params.items():
+        if n.startswith(("W", "b", "beta")):
+            p[...] = 0
+    st.params["W1"][-1, 0, 0] = np.nan
+    with np.errstate(invalid="ignore"):
+        ref = st.evaluate(X, y, 0.0, 100, standardize=std)
+        got = st.evaluate(X, y, 0.0, 100, standardize=std, chunk_fn=step.eval_chunk)
+    np.testing.assert_array_equal(got["accuracy"], ref["accuracy"])
+    np.testing.assert_array_equal(np.isnan(got["loss"]), np.isnan(ref["loss"]))
+    assert np.isnan(got["loss"][-1]) and ref["accuracy"][0] == pytest.approx(np.mean(y == 0))
+
+
+def test_compiled_evaluation_needs_folded_batch_norm(rng):
+    config = NetworkConfig(6, (4,), 3, True)
+    with pytest.raises(ValueError, match="folded"):
+        step.eval_chunk(stack(rng, config, 1).params, np.ones((4, 6)), np.zeros(4, int), config)
+
+
 def _configs(K=1, **train):
     return [
         ExperimentConfig(
@@ -191,6 +267,7 @@ def test_training_with_the_kernels_follows_the_reference(monkeypatch, momentum):
         for ra, rb in zip(ha, hb, strict=True):
             for key in ("train_loss", "val_loss", "train_cost"):
                 assert ra[key] == pytest.approx(rb[key], rel=1e-9), key
+            assert (ra["train_accuracy"], ra["val_accuracy"]) == (rb["train_accuracy"], rb["val_accuracy"])
     for n, p in a.stack.params.items():
         np.testing.assert_allclose(p, b.stack.params[n], rtol=1e-8, atol=1e-10)
 

@@ -396,7 +396,7 @@ class Network:
         parts = [layers.softmax(self.forward(prep(X[i : i + chunk]))) for i in range(0, max(len(X), 1), chunk)]
         return np.concatenate(parts, axis=-2)
 
-    def evaluate(self, X, y, lam=0.0, chunk: int = EVAL_CHUNK, prep=None, standardize=None):
+    def evaluate(self, X, y, lam=0.0, chunk: int = EVAL_CHUNK, prep=None, standardize=None, chunk_fn=None):
         """Cost, loss and accuracy on a whole data set in evaluation mode, chunk by chunk, with
         batch norm folded into the weights (:func:`fold_batchnorm`).
 
@@ -410,6 +410,9 @@ class Network:
             features are ``(X - mean) * inv_std``; the standardization is folded into the first
             layer (:func:`fold_standardization`) and each chunk is only cast (into a reused
             buffer). The same numbers as ``prep`` up to float rounding.
+        chunk_fn : None, or a function ``(params, X, y, config) -> (loss_sum, correct)`` of a
+            chunk, given the folded network (the compiled :func:`klayer.kernels.step.eval_chunk`);
+            None: :func:`forward` and :func:`klayer.layers.log_softmax`.
 
         Returns
         -------
@@ -430,9 +433,14 @@ class Network:
 
         for i in range(0, N, chunk):
             Xc = X[i : i + chunk]
-            scores = forward(params, prep(Xc) if prep else Xc, config, train=False)[0]
-            logP = layers.log_softmax(scores)
+            Xc = prep(Xc) if prep else Xc
             yc = y[i : i + chunk]
+            if chunk_fn is not None:
+                s, c = chunk_fn(params, Xc, yc, config)
+                loss_sum, correct = loss_sum + s, correct + c
+                continue
+            scores = forward(params, Xc, config, train=False)[0]
+            logP = layers.log_softmax(scores)
             loss_sum = loss_sum - logP[..., np.arange(len(yc)), yc].sum(axis=-1, dtype=np.float64)
             correct = correct + (scores.argmax(axis=-1) == yc).sum(axis=-1)
         loss = loss_sum / N

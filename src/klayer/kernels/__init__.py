@@ -4,10 +4,12 @@ The layers' numpy functions (:mod:`klayer.layers`, :mod:`klayer.network`) are th
 do everything. numpy makes one call, and one pass over memory, per operation; a batch-norm
 layer's forward is about ten of them on a 100 x 50 array, each a few microseconds of call
 overhead for a microsecond of arithmetic. With numba installed, the trainer instead runs, between
-the matrix products (which stay numpy's), one compiled loop per layer and direction, one for the
-softmax and loss, one for the mini-batch's gather and standardization and one per parameter for
-the SGD update (:mod:`klayer.kernels.step`). The numbers equal the reference up to float rounding
-(the data and the update bit for bit); tests/test_kernels.py compares them.
+the matrix products (which stay numpy's, written into arrays allocated once), one compiled loop
+per layer and direction (the bias addition included), one for the softmax and loss, one for the
+mini-batch's gather and standardization, and one call for the SGD update of all parameters; the
+evaluation pass gets one loop per hidden layer and one for its loss and accuracy
+(:mod:`klayer.kernels.step`). The numbers equal the reference up to float rounding (the data, the
+update and the accuracy bit for bit); tests/test_kernels.py compares them.
 
 Which one runs: the environment variable ``KLAYER_KERNELS`` = ``numba`` (fail if it is missing),
 ``numpy`` (the reference), or unset / ``auto`` (numba when it imports). Runs with dropout use the

@@ -13,9 +13,11 @@ from numba import njit
 __all__ = [
     "gather_standardize",
     "bn_relu_forward",
+    "relu_forward",
     "relu_bias_backward",
     "bn_relu_backward",
     "softmax_ce",
+    "softmax_loss_correct",
     "sgd_plain",
     "sgd_momentum",
 ]
@@ -26,36 +28,38 @@ _jit = njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
 @_jit
 def gather_standardize(X, idx, m, inv, out):
     """``out[i] = (float(X[idx[i]]) - m) * inv``: the same operations, in ``out``'s precision, as
-    a gather, a cast, a subtraction and a multiplication, hence the same bits."""
+    a gather, a cast, a subtraction and a multiplication, hence the same bits (a raw value is
+    exact in float32, and float32 - float64 is float64), in one pass."""
     n, d = out.shape
     for i in range(n):
         row = X[idx[i]]
         o = out[i]
         for j in range(d):
-            o[j] = row[j]
-        for j in range(d):
-            o[j] = (o[j] - m[j]) * inv[j]
+            o[j] = (np.float32(row[j]) - m[j]) * inv[j]
 
 
 @_jit
-def bn_relu_forward(S, gamma, beta, eps, S_hat, H, mu, var, inv_std):
-    """Batch normalization with batch statistics, then ReLU, for ``S: (K, N, m)``.
+def bn_relu_forward(S, b, gamma, beta, eps, S_hat, H, mu, var, inv_std):
+    """Bias, batch normalization with batch statistics, then ReLU, for products ``S: (K, N, m)``
+    (any layout) and ``b, gamma, beta: (K, m)``.
 
-    Writes ``S_hat`` (normalized), ``H = max(gamma * S_hat + beta, 0)``, and the ``(K, m)``
-    statistics ``mu``, ``var`` (biased) and ``inv_std = 1 / sqrt(var + eps)``."""
+    Writes ``S_hat`` (normalized ``S + b``), ``H = max(gamma * S_hat + beta, 0)``, and the
+    ``(K, m)`` statistics ``mu``, ``var`` (biased) and ``inv_std = 1 / sqrt(var + eps)``."""
     K, N, m = S.shape
     acc = np.empty(m, np.float64)
     for k in range(K):
         acc[:] = 0.0
         for i in range(N):
             for j in range(m):
-                acc[j] += S[k, i, j]
+                s = S[k, i, j] + b[k, j]  # the bits of the reference's S += b
+                S_hat[k, i, j] = s
+                acc[j] += s
         for j in range(m):
             mu[k, j] = acc[j] / N
         acc[:] = 0.0
         for i in range(N):
             for j in range(m):
-                c = S[k, i, j] - mu[k, j]
+                c = S_hat[k, i, j] - mu[k, j]
                 S_hat[k, i, j] = c
                 acc[j] += np.float64(c) * c
         for j in range(m):
@@ -68,6 +72,17 @@ def bn_relu_forward(S, gamma, beta, eps, S_hat, H, mu, var, inv_std):
                 S_hat[k, i, j] = s
                 h = gamma[k, j] * s + beta[k, j]
                 H[k, i, j] = 0 if h <= 0 else h  # NaN stays NaN, as np.maximum keeps it
+
+
+@_jit
+def relu_forward(S, b, H):
+    """``H = max(S + b, 0)`` for products ``S: (K, N, m)`` (any layout), ``b: (K, m)``."""
+    K, N, m = S.shape
+    for k in range(K):
+        for i in range(N):
+            for j in range(m):
+                h = S[k, i, j] + b[k, j]
+                H[k, i, j] = 0 if h <= 0 else h
 
 
 @_jit
@@ -123,11 +138,13 @@ def bn_relu_backward(dH, H, S_hat, inv_std, gamma, dS, dgamma, dbeta, db):
 
 
 @_jit
-def softmax_ce(S, y, scale, smoothing, dS, loss, db):
-    """Mean cross-entropy of scores ``S: (K, N, C)`` against labels ``y`` (targets smoothed by
-    ``smoothing``), its gradient ``dS = scale[k] * (P - T) / N`` and that gradient's batch sum
-    ``db: (K, C)``; ``loss: (K,)`` float64. Row by row in float64."""
+def softmax_ce(S, b, y, scale, smoothing, dS, loss, db):
+    """Mean cross-entropy of scores ``S + b`` (products ``S: (K, N, C)``, any layout, ``b:
+    (K, C)``) against labels ``y`` (targets smoothed by ``smoothing``), its gradient
+    ``dS = scale[k] * (P - T) / N`` and that gradient's batch sum ``db: (K, C)``; ``loss: (K,)``
+    float64. Row by row in float64."""
     K, N, C = S.shape
+    row = np.empty(C, np.float64)
     p = np.empty(C, np.float64)
     acc = np.empty(C, np.float64)
     off = smoothing / C
@@ -139,20 +156,21 @@ def softmax_ce(S, y, scale, smoothing, dS, loss, db):
         for i in range(N):
             mx = -np.inf
             for c in range(C):
-                if S[k, i, c] > mx:
-                    mx = S[k, i, c]
+                row[c] = S[k, i, c] + b[k, c]  # the scores' bits, held exactly in float64
+                if row[c] > mx:
+                    mx = row[c]
             z = 0.0
             for c in range(C):
-                p[c] = np.exp(np.float64(S[k, i, c]) - mx)
+                p[c] = np.exp(row[c] - mx)
                 z += p[c]
             logz = np.log(z)
             yi = y[i]
             # -sum_c T_c log p_c with T = on * onehot + off
-            ce = on * (logz - (S[k, i, yi] - mx))
+            ce = on * (logz - (row[yi] - mx))
             if smoothing:
                 s = 0.0
                 for c in range(C):
-                    s += logz - (S[k, i, c] - mx)
+                    s += logz - (row[c] - mx)
                 ce += off * s
             total += ce
             for c in range(C):
@@ -168,29 +186,73 @@ def softmax_ce(S, y, scale, smoothing, dS, loss, db):
 
 
 @_jit
-def sgd_plain(p, g, decay):
-    """``p <- p * decay[k] - g`` for a stack ``p, g: (K, n)``: the numbers of ``p *= decay``
-    then ``p -= g`` (one pass instead of two)."""
-    K, n = p.shape
+def softmax_loss_correct(S, b, y, loss_sum, correct):
+    """For scores ``S + b`` (products ``S: (K, n, C)``, any layout, ``b: (K, C)``) and labels
+    ``y``: add each network's summed cross-entropy (float64) to ``loss_sum: (K,)`` and its
+    number of rows whose first largest score (a NaN counts as largest, as ``argmax``) is the
+    label to ``correct: (K,)``."""
+    K, n, C = S.shape
+    row = np.empty(C, np.float64)
     for k in range(K):
-        c = decay[k]
-        for j in range(n):
-            p[k, j] = p[k, j] * c - g[k, j]
+        total = 0.0
+        hits = 0
+        for i in range(n):
+            mx = -np.inf
+            top = 0
+            nan = False
+            for c in range(C):
+                v = S[k, i, c] + b[k, c]  # the scores' bits
+                row[c] = v
+                if not nan:
+                    if np.isnan(v):
+                        nan = True
+                        top = c
+                    elif v > mx:
+                        mx = v
+                        top = c
+            z = 0.0
+            for c in range(C):
+                z += np.exp(row[c] - mx)
+            total += np.log(z) - (row[y[i]] - mx)
+            hits += top == y[i]
+        loss_sum[k] += total
+        correct[k] += hits
 
 
 @_jit
-def sgd_momentum(p, g, v, c, momentum, nesterov):
-    """Momentum SGD from gradients already times ``eta`` (``g``), the penalty ``c[k] p``
-    (``c = 2 eta lam``; 0 for vectors) added first: the same operations, in the same order, as
-    :func:`klayer.training.optim.sgd_update`, in one pass."""
-    K, n = p.shape
-    for k in range(K):
-        ck = c[k]
-        for j in range(n):
-            gj = g[k, j] + p[k, j] * ck if ck != 0 else g[k, j]
-            vj = v[k, j] * momentum - gj
-            v[k, j] = vj
-            if nesterov:
-                p[k, j] = (p[k, j] + vj * momentum) - gj
+def sgd_plain(ps, gs, decays):
+    """For each stack ``p, g: (K, n)`` of the tuples ``ps, gs``: ``p <- p * decay[k] - g``, with
+    ``decay = decays[i]`` (``(K,)``; all ones for the vectors): the numbers of ``p *= decay``
+    then ``p -= g`` (of ``p -= g`` alone for the vectors), in one pass and one call."""
+    for t in range(len(ps)):
+        p, g, c = ps[t], gs[t], decays[t]
+        K, n = p.shape
+        for k in range(K):
+            ck = c[k]
+            if ck == 1:
+                for j in range(n):
+                    p[k, j] = p[k, j] - g[k, j]
             else:
-                p[k, j] = p[k, j] + vj
+                for j in range(n):
+                    p[k, j] = p[k, j] * ck - g[k, j]
+
+
+@_jit
+def sgd_momentum(ps, gs, vs, cs, momentum, nesterov):
+    """Momentum SGD from gradients already times ``eta`` (``g``), for each stack ``p, g, v:
+    (K, n)`` of the tuples, the penalty ``cs[t][k] p`` (``c = 2 eta lam``; 0 for vectors) added
+    first: the same operations, in the same order, as :func:`klayer.training.optim.sgd_update`,
+    in one pass and one call."""
+    for t in range(len(ps)):
+        p, g, v, c = ps[t], gs[t], vs[t], cs[t]
+        K, n = p.shape
+        for k in range(K):
+            ck = c[k]
+            for j in range(n):
+                gj = g[k, j] + p[k, j] * ck if ck != 0 else g[k, j]
+                vj = v[k, j] * momentum - gj
+                v[k, j] = vj
+                if nesterov:
+                    p[k, j] = (p[k, j] + vj * momentum) - gj
+                else:
+                    p[k, j] = p[k, j] + vj

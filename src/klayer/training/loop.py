@@ -24,6 +24,7 @@ from its own ``numpy.random.SeedSequence`` stream. A seed fully determines a run
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import time
@@ -164,12 +165,17 @@ class Trainer:
     def _select_kernels(self, dtype):
         """The one place where the compiled kernels (:mod:`klayer.kernels`) replace the numpy
         reference: the mini-batch's gather and standardization (``gather_fn``, or None), the
-        forward and backward pass (``loss_fn``) and the update (``update_fn``); ``kernels`` names
-        the choice. Dropout runs use the reference throughout."""
+        forward and backward pass (``loss_fn``), the update (``update_fn``) and the evaluation
+        of a chunk (``eval_chunk_fn``, or None); ``kernels`` names the choice. Dropout runs use
+        the reference throughout."""
         cfg = self.config
         fast = None if (cfg.dropout or cfg.input_dropout) else kernels.load()
         self.kernels = "numpy" if fast is None else "numba"
-        self.loss_fn = data_loss_and_grads if fast is None else fast.data_loss_and_grads
+        if fast is None:
+            self.loss_fn, self.eval_chunk_fn = data_loss_and_grads, None
+        else:  # the step's (and the evaluation's) arrays are allocated once and reused
+            self.loss_fn = functools.partial(fast.data_loss_and_grads, work=fast.Workspace())
+            self.eval_chunk_fn = functools.partial(fast.eval_chunk, work=fast.Workspace())
         opt = self.optimizer
         if fast is not None and isinstance(opt, SGD):
             self.update_fn = lambda p, g, s, eta, lam, t: fast.sgd_update(p, g, s, eta, lam, opt.momentum, opt.nesterov)
@@ -283,6 +289,7 @@ class Trainer:
         # raw rows: the standardization is folded into the first layer (one cast per chunk)
         std = self.standardization
         kw = {"prep": prep} if std is None else {"standardize": std}
+        kw["chunk_fn"] = self.eval_chunk_fn
         with np.errstate(over="ignore", invalid="ignore"):  # diverged networks of a stack
             tr = self.stack.evaluate(self.X_eval, self.y_eval, self.lam, EVAL_CHUNK, **kw)
             va = self.stack.evaluate(self.data.X_val, self.data.y_val, self.lam, EVAL_CHUNK, **kw)
