@@ -1,10 +1,13 @@
-"""One training step's forward and backward with the compiled loops of
-:mod:`klayer.kernels.compiled` between the matrix products, which stay numpy's
-(:func:`klayer.layers.linear_forward`, :func:`klayer.layers.linear_backward`).
+"""One training step's forward and backward, and the evaluation of a chunk, with the compiled
+loops of :mod:`klayer.kernels.compiled` between the matrix products, which stay numpy's (the
+products of :func:`klayer.layers.linear_forward` and :func:`klayer.layers.linear_backward`,
+written into a :class:`Workspace`); the mini-batch's gather and the SGD update in one compiled
+call each.
 
-The contract is :func:`klayer.network.data_loss_and_grads`'s, for stacks ``(K, ...)`` without
-dropout; the numbers equal it up to float rounding (batch sums in float64 here, numpy's
-pairwise sums there; tests/test_kernels.py).
+The contracts are :func:`klayer.network.data_loss_and_grads`'s, for stacks ``(K, ...)`` without
+dropout, and :func:`klayer.training.optim.sgd_update`'s; the numbers equal them up to float
+rounding (batch sums in float64 here, numpy's pairwise sums there), the update's bit for bit
+(tests/test_kernels.py).
 """
 
 from __future__ import annotations
@@ -39,8 +42,9 @@ class Workspace:
         ``H``, batch-norm ``S_hat, mu, var, inv``, the output gradient ``dS``, the input
         gradient ``dX`` and the parameters' gradients ``W, b, gamma, beta``. For a first layer
         fed one ``X: (N, d)`` for all K networks, ``S`` and ``dS`` are ``(N, K m)`` arrays
-        (``S_flat``, ``dS_flat``: one product each) seen as ``(K, N, m)``. Without ``train``
-        only ``S`` and ``H``."""
+        (``S_flat``, ``dS_flat``: one product each) seen as ``(K, N, m)``; for ``K > 1`` that
+        view is strided (slow in the compiled loops), so ``S`` and ``dS`` are arrays of their own
+        and copied from / to the flat ones (``copy``). Without ``train`` only ``S`` and ``H``."""
         W1 = params["W1"]
         key = (X.shape, X.ndim, W1.shape, W1.dtype, config.sizes, config.batch_norm, train)
         if key == self._key:
@@ -49,16 +53,24 @@ class Workspace:
         self.layers = []
         for l in range(1, config.n_layers + 1):
             m, m_in = params[f"W{l}"].shape[1:]
-            a = {n: np.empty((K, N, m), dtype) for n in ("S", "H")}
+            a = {n: np.empty((K, N, m), dtype) for n in ("H",) if l < config.n_layers}
+            if not (l == 1 and shared):
+                a["S"] = np.empty((K, N, m), dtype)
             if train:
                 a.update({n: np.empty((K, m), dtype) for n in ("b", "gamma", "beta", "mu", "var", "inv")})
                 a["W"] = np.empty((K, m, m_in), dtype)
                 a.update({n: np.empty((K, N, m), dtype) for n in ("S_hat", "dS")})
                 a["dX"] = np.empty((K, N, m_in), dtype) if l > 1 else None
             if l == 1 and shared:
+                a["copy"] = K > 1
                 for n in ("S", "dS") if train else ("S",):
                     a[n + "_flat"] = flat = np.empty((N, K * m), dtype)
-                    a[n] = flat.reshape(N, K, m).transpose(1, 0, 2)
+                    view = flat.reshape(N, K, m).transpose(1, 0, 2)
+                    if K > 1:
+                        a[n + "_view"] = view
+                        a[n] = np.empty((K, N, m), dtype)
+                    else:
+                        a[n] = view  # (1, N, m): C-contiguous
             self.layers.append(a)
         self._key = key
         return self.layers
@@ -87,6 +99,8 @@ def data_loss_and_grads(params, X, y, config, scale=None, masks=None, smoothing:
         W, b = params[f"W{l}"], params[f"b{l}"]
         if l == 1 and flat1:
             np.matmul(X, W.reshape(-1, W.shape[-1]).T, out=a["S_flat"])
+            if a["copy"]:
+                np.copyto(a["S"], a["S_view"])
         else:
             np.matmul(H, W.mT, out=a["S"])
         if l < k:
@@ -117,6 +131,8 @@ def data_loss_and_grads(params, X, y, config, scale=None, masks=None, smoothing:
             else:
                 compiled.relu_bias_backward(dH, a["H"], a["dS"], a["b"])
         if l == 1 and flat1:
+            if a["copy"]:
+                np.copyto(a["dS_view"], a["dS"])
             np.matmul(a["dS_flat"].T, X, out=a["W"].reshape(-1, X.shape[-1]))
         else:
             H_in = X if l == 1 else arrays[l - 2]["H"]
@@ -147,6 +163,8 @@ def eval_chunk(params, X, y, config, work=None):
         W = params[f"W{l}"]
         if l == 1 and "S_flat" in a:
             np.matmul(X, W.reshape(-1, W.shape[-1]).T, out=a["S_flat"])
+            if a["copy"]:
+                np.copyto(a["S"], a["S_view"])
         else:
             np.matmul(H, W.mT, out=a["S"])
         if l < k:
