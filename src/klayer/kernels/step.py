@@ -76,6 +76,18 @@ class Workspace:
         return self.layers
 
 
+def _product(a: dict, H, W):
+    """A layer's product ``H @ W.T`` into its workspace arrays ``a`` (see
+    :meth:`Workspace.layers_for`): ``a["S"]``, or for a first layer shared by the K networks of a
+    stack one ``(N, d) @ (d, K m)`` product into ``a["S_flat"]``."""
+    if "S_flat" in a:
+        np.matmul(H, W.reshape(-1, W.shape[-1]).T, out=a["S_flat"])
+        if a["copy"]:
+            np.copyto(a["S"], a["S_view"])
+    else:
+        np.matmul(H, W.mT, out=a["S"])
+
+
 def data_loss_and_grads(params, X, y, config, scale=None, masks=None, smoothing: float = 0.0, work=None):
     """:func:`klayer.network.data_loss_and_grads` for a stack (``W1: (K, m, d)``) with no
     dropout masks: ``(loss (K,), grads, batch_stats)``; ``work``: a :class:`Workspace` to reuse
@@ -97,12 +109,7 @@ def data_loss_and_grads(params, X, y, config, scale=None, masks=None, smoothing:
     H = X
     for l, a in enumerate(arrays, start=1):
         W, b = params[f"W{l}"], params[f"b{l}"]
-        if l == 1 and flat1:
-            np.matmul(X, W.reshape(-1, W.shape[-1]).T, out=a["S_flat"])
-            if a["copy"]:
-                np.copyto(a["S"], a["S_view"])
-        else:
-            np.matmul(H, W.mT, out=a["S"])
+        _product(a, H, W)
         if l < k:
             if bn:
                 compiled.bn_relu_forward(
@@ -160,13 +167,7 @@ def eval_chunk(params, X, y, config, work=None):
     K = params["W1"].shape[0]
     H = X
     for l, a in enumerate(arrays, start=1):
-        W = params[f"W{l}"]
-        if l == 1 and "S_flat" in a:
-            np.matmul(X, W.reshape(-1, W.shape[-1]).T, out=a["S_flat"])
-            if a["copy"]:
-                np.copyto(a["S"], a["S_view"])
-        else:
-            np.matmul(H, W.mT, out=a["S"])
+        _product(a, H, params[f"W{l}"])
         if l < k:
             compiled.relu_forward(a["S"], params[f"b{l}"], a["H"])
             H = a["H"]
