@@ -119,9 +119,9 @@ def instrument(trainer: Trainer, timers: Timers):
     if trainer.kernels == "numba":
         from klayer.kernels import step
 
-        if not hasattr(step, "linear_forward"):  # revisions whose step calls numpy's matmul itself
-            saved.append((step, "np", step.np))
-            step.np = _TimedNumpy(timers)
+        # its products are numpy's matmul (older revisions called the layers', timed above)
+        saved.append((step, "np", step.np))
+        step.np = _TimedNumpy(timers)
     for mod, cats in modules:
         for name in cats:
             if hasattr(mod, name):  # older revisions too
