@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from joblib.externals.loky import get_reusable_executor  # noqa: E402
 from peers import (  # noqa: E402
     eval_products,
     peak_rss_mb,
@@ -128,9 +127,7 @@ def main():
     for _ in range(args.repeats):
         for kernels in walls:  # interleaved, so that noise hits both alike
             os.environ["KLAYER_KERNELS"] = kernels
-            # fresh workers, started with this environment (joblib's loky would reuse the last
-            # run's, with their kernels and their cached data)
-            get_reusable_executor().shutdown(wait=True)
+            # run_many starts fresh workers (a klayer.pool.WorkerPool) with this environment
             before = limit(-(-k // 2), 1)[0], both_cores(-(-k // 2), sizes, B, T, n_evals, sub)
             with tempfile.TemporaryDirectory() as tmp:
                 t = time.perf_counter()

@@ -139,6 +139,119 @@ def test_run_many_on_two_workers_equals_in_process(tmp_path, idx_suite):
     assert {x["lockstep_k"] for x in a} == {2}  # two stacks of two, one per worker
 
 
+class _InlinePool:
+    """A stand-in for a shared WorkerPool: runs each task at once, records its priority."""
+
+    n_jobs = 2
+
+    def __init__(self):
+        self.priorities = []
+
+    def submit(self, fn, *args, priority=0.0):
+        from concurrent.futures import Future
+
+        self.priorities.append(priority)
+        fut = Future()
+        fut.set_result(fn(*args))
+        return fut
+
+
+def test_run_many_on_a_shared_pool_queues_the_longest_first_and_a_stage_ahead(tmp_path, idx_suite):
+    from klayer.sweep import run_seconds
+
+    exp, _ = idx_suite
+    cfgs = [
+        load_experiment(exp / "idx_base.toml", [f"train.lam={l}", f"name='q{i}'", f"train.n_s={n}"])
+        for i, (l, n) in enumerate(((0.1, 30), (0.01, 30), (0.001, 30), (0.1, 60)))
+    ]
+    pool = _InlinePool()
+    res = run_many(cfgs, [tmp_path / "a" / c.name for c in cfgs], pool=pool)
+    assert all(r["status"] == "complete" for r in res)
+    assert sorted(r["lockstep_k"] for r in res) == [1, 1, 2, 2]
+    # a stack of three split in two for two workers, and the n_s=60 run: the tasks' estimated seconds
+    rs = [run_seconds(c) for c in cfgs]
+    seconds = sorted([rs[0] + rs[1], rs[2], rs[3]])
+    assert sorted(pool.priorities) == pytest.approx(seconds)
+    pool = _InlinePool()
+    run_many(cfgs, [tmp_path / "b" / c.name for c in cfgs], pool=pool, priority=500.0)
+    # work waits on these: every task goes ahead by 500 s plus the longest task
+    assert sorted(pool.priorities) == pytest.approx([500.0 + seconds[-1] + s for s in seconds])
+
+
+GRAD_STUDY = """
+name = "grad"
+[study]
+kind = "gradcheck"
+depths = [2, 3]
+batch_sizes = [4, 6]
+lams = [0.0, 0.1]
+hs = [1e-6, 1e-5]
+features = 10
+max_entries = 4
+"""
+
+RUNS_STUDY = """
+name = "idx_runs"
+[study]
+kind = "runs"
+experiments = ["idx_base"]
+"""
+
+
+def _suite_files(tmp_path, rng):
+    data = write_idx_data(tmp_path / "data", rng)
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "idx_base.toml").write_text(BASE.format(data=data, n_s=30))
+    (exp / "idx_search.toml").write_text(SEARCH.format(coarse=3))
+    (exp / "grad.toml").write_text(GRAD_STUDY)
+    (exp / "runs.toml").write_text(RUNS_STUDY)
+    return [exp / "grad.toml", exp / "idx_search.toml", exp / "runs.toml"], data
+
+
+def test_studies_at_once_on_two_workers_equal_one_after_another(tmp_path, rng):
+    """reproduce with two workers runs every study at once on one pool: the same runs, the same
+    numbers and the same gradient-check tables as one study after another in one process."""
+    from klayer.suite import reproduce
+
+    files, data = _suite_files(tmp_path, rng)
+    lines = []
+    together = reproduce(files, tmp_path / "a", seeds=2, data_root=data, n_jobs=2, report=False, log=lines.append)
+    alone = reproduce(files, tmp_path / "b", seeds=2, data_root=data, n_jobs=1, report=False, log=lambda *a: None)
+    assert sorted(x.split(":")[0].strip() for x in lines if "done after" in x) == ["grad", "idx_runs", "idx_search"]
+    grad = [json.loads((d / "grad" / "gradcheck.json").read_text()) for d in (together, alone)]
+    assert grad[0] == grad[1] and len(grad[0]["tables"]) == 16
+    assert [(t["depth"], t["batch_norm"], t["batch"], t["lam"]) for t in grad[0]["tables"]] == [
+        (d, bn, n, lam) for d in (2, 3) for bn in (False, True) for n in (4, 6) for lam in (0.0, 0.1)
+    ]
+    for study in ("idx_search", "idx_runs"):
+        runs = [json.loads((d / study / "study.json").read_text())["runs"] for d in (together, alone)]
+        assert runs[0] == runs[1]
+        for e in runs[0]:
+            x, y = (json.loads((d / study / e["run"] / "results.json").read_text()) for d in (together, alone))
+            assert x["final"]["val_loss"] == pytest.approx(y["final"]["val_loss"], rel=1e-6)
+
+
+def test_a_failing_study_stops_the_others(tmp_path, rng):
+    """One study fails (its data is gone): reproduce raises that error, one line, without waiting
+    for the other studies' queued work."""
+    from klayer.errors import KlayerError
+    from klayer.suite import reproduce
+
+    files, data = _suite_files(tmp_path, rng)
+    bad = tmp_path / "exp" / "idx_gone.toml"
+    bad.write_text(BASE.format(data=tmp_path / "nowhere", n_s=30).replace('"idx_base"', '"idx_gone"'))
+    (tmp_path / "exp" / "runs_gone.toml").write_text(
+        RUNS_STUDY.replace("idx_base", "idx_gone").replace("idx_runs", "gone")
+    )
+    with pytest.raises(KlayerError, match="nowhere"):
+        reproduce(
+            [tmp_path / "exp" / "runs_gone.toml", *files], tmp_path / "o", seeds=2, data_root=None, n_jobs=2,
+            report=False, log=lambda *a: None,
+        )  # fmt: skip
+    assert not (tmp_path / "o" / "suite.json").exists()
+
+
 def test_dask_local_cluster(tmp_path, idx_suite):
     distributed = pytest.importorskip("distributed")
     exp, _ = idx_suite
@@ -154,8 +267,10 @@ def test_dask_local_cluster(tmp_path, idx_suite):
     assert (tmp_path / "d0" / "model.safetensors").is_file()
 
 
-def test_killed_search_continues_where_it_stopped(tmp_path, rng):
-    """SIGKILL a search midway; the restart keeps every finished run and trains only the rest."""
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_killed_search_continues_where_it_stopped(tmp_path, rng, jobs):
+    """SIGKILL a search midway (with its workers); the restart keeps every finished run and trains
+    only the rest."""
     data = write_idx_data(tmp_path / "data", rng, n_train=3000)
     exp = tmp_path / "exp"
     exp.mkdir()
@@ -171,7 +286,7 @@ def test_killed_search_continues_where_it_stopped(tmp_path, rng):
         "--out",
         str(out),
         "--jobs",
-        "1",
+        jobs,
         "--seeds",
         "1",
     ]
@@ -185,6 +300,7 @@ def test_killed_search_continues_where_it_stopped(tmp_path, rng):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the search finished before it could be killed"
+    time.sleep(3)  # orphaned workers notice within a second and stop
     done = {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/results.json")}
     assert 2 <= len(done) < 6
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
@@ -232,7 +348,7 @@ def test_optional_studies_run_only_when_asked(tmp_path, idx_suite, monkeypatch):
 
     monkeypatch.setattr(klayer.suite.report, "build_report", lambda *a, **k: ("md", "html"))
     assert main(["reproduce", "--all", "--out", str(tmp_path / "o2"), "--seeds", "1"]) == 0
-    assert ran == ["a_default", "b_optional"]
+    assert sorted(ran) == ["a_default", "b_optional"]  # the studies run at once on two workers
 
 
 def test_reproduce_rejects_a_plain_experiment(capsys):
@@ -339,7 +455,8 @@ def test_bonus_ablation_study_runs_and_reports_against_the_best_student_solution
 def test_the_estimate_grows_with_the_networks_products_and_whitening():
     """The printed estimate follows the work: a 1024-512 network at batch 256 costs about its
     products more per update than [50, 50] at batch 100, and ZCA whitening adds its one-off cost."""
-    from klayer.suite.runner import ZCA_SECONDS, estimate_seconds, update_seconds
+    from klayer.suite.runner import estimate_seconds
+    from klayer.sweep import ZCA_SECONDS, update_seconds
 
     exp = ROOT / "experiments"
     small = load_experiment(exp / "a3_3layer_bn.toml")

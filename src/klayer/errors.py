@@ -28,6 +28,9 @@ class DataError(KlayerError, ValueError):
         self.problem = one_line(problem)
         super().__init__(f"{self.path}: {self.problem}")
 
+    def __reduce__(self):  # pickled from a worker process to the main one
+        return type(self), (self.path, self.problem)
+
 
 class ChecksumError(DataError):
     """A downloaded or given file does not have the expected md5."""
@@ -53,7 +56,11 @@ class OutputError(KlayerError, OSError):
         self.path = str(path)
         reason = cause if isinstance(cause, str) else (cause.strerror or os.strerror(cause.errno or 0) or str(cause))
         self.errno = getattr(cause, "errno", None)
+        self.reason = str(reason)
         super().__init__(f"{self.path}: cannot write ({reason})")
+
+    def __reduce__(self):
+        return type(self), (self.path, self.reason), {"errno": self.errno}
 
     def __str__(self) -> str:  # OSError's own __str__ would format (errno, strerror)
         return self.args[0]
@@ -71,3 +78,6 @@ class DivergenceError(KlayerError, FloatingPointError):
             f"training diverged: the cost{who} became {value} at update step {step}; "
             "lower eta_max (or eta) and try again"
         )
+
+    def __reduce__(self):
+        return type(self), (self.step, self.value, self.model)

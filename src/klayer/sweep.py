@@ -5,8 +5,9 @@
 where it stopped. The others are grouped into stacks that can train in lockstep (same
 architecture, data and shuffle seed; different ``lam``, ``eta``, ``seed``, ``init``, ``sigma``),
 split into tasks of at most ``max_k`` networks, and run by ``n_jobs`` worker processes with one
-BLAS thread each (joblib), or by a Dask cluster when ``scheduler`` gives its address. Each worker
-loads and standardizes the data once and keeps it for its next tasks.
+BLAS thread each, or by a Dask cluster when ``scheduler`` gives its address (a
+:class:`klayer.pool.WorkerPool`, shared when the caller passes one: ``klayer reproduce`` runs its
+studies at once on one pool). Each worker keeps the last data sets it loaded for its next tasks.
 """
 
 from __future__ import annotations
@@ -21,9 +22,45 @@ from tqdm.auto import tqdm
 from .config import ExperimentConfig, from_dict, same_config
 from .errors import KlayerError
 
-__all__ = ["run_many", "load_results", "lockstep_groups"]
+__all__ = ["run_many", "load_results", "lockstep_groups", "run_seconds"]
 
 _DATA_CACHE: dict = {}
+_DATA_KEEP = 3  # data sets a worker keeps (CIFAR-10 as uint8: 184 MB)
+
+# this machine's measured rates (one BLAS thread per worker): per-update overhead and float32
+# matrix products; the one-off ZCA whitening
+UPDATE_OVERHEAD = 3e-4
+FLOP_RATE = 1.25e11
+ZCA_SECONDS = 20.0
+
+
+def _forward_flops(cfg, d: int = 3072, classes: int = 10) -> float:
+    sizes = [d, *cfg.model.hidden, classes]
+    return 2.0 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+
+
+def update_seconds(cfg) -> float:
+    """Estimated seconds of one update: forward, backward (about twice the forward) and overhead."""
+    return UPDATE_OVERHEAD + 3 * cfg.train.batch_size * _forward_flops(cfg) / FLOP_RATE
+
+
+def row_seconds(cfg) -> float:
+    """Estimated seconds to evaluate one row."""
+    return 2e-7 + _forward_flops(cfg) / FLOP_RATE
+
+
+def run_seconds(cfg: ExperimentConfig) -> float:
+    """A rough estimate of one training's seconds on one core: its updates and evaluated rows at
+    this machine's measured rates, and ZCA whitening."""
+    tc = cfg.train
+    n_train = 10000 if cfg.data.split == "batch1" else 50000 - cfg.data.n_val
+    spe = n_train // tc.batch_size
+    updates = 2 * tc.n_s * tc.n_cycles if tc.cyclic else tc.n_epochs * spe
+    cycle = 2 * tc.n_s if tc.cyclic else spe
+    evals = updates / max(1, round(cycle / tc.evals_per_cycle)) + 1
+    rows = (tc.eval_train_subset or n_train) + (10000 if cfg.data.split == "batch1" else cfg.data.n_val)
+    zca = ZCA_SECONDS if cfg.data.whiten == "zca" else 0.0
+    return updates * update_seconds(cfg) + evals * rows * row_seconds(cfg) + zca
 
 
 def load_results(run_dir) -> dict | None:
@@ -52,10 +89,13 @@ def _dataset(config: ExperimentConfig, root):
     from .data.prepare import load_dataset
 
     key = (json.dumps(config.data.to_dict(), sort_keys=True), str(root), config.train.dtype)
-    if key not in _DATA_CACHE:
-        _DATA_CACHE.clear()  # one data set per worker at a time
-        _DATA_CACHE[key] = load_dataset(config.data, root, dtype=config.train.dtype, progress=False)
-    return _DATA_CACHE[key]
+    data = _DATA_CACHE.pop(key, None)
+    if data is None:
+        while len(_DATA_CACHE) >= _DATA_KEEP:
+            del _DATA_CACHE[next(iter(_DATA_CACHE))]  # the least recently used
+        data = load_dataset(config.data, root, dtype=config.train.dtype, progress=False)
+    _DATA_CACHE[key] = data
+    return data
 
 
 def _run_task(config_dicts: list[dict], outs: list[str], root, lockstep: bool, threads: int = 1) -> list[dict]:
@@ -95,6 +135,8 @@ def run_many(
     max_k: int | None = None,
     scheduler: str | None = None,
     progress: bool | None = None,
+    pool=None,
+    priority: float = 0.0,
 ) -> list[dict]:
     """Train every config into its run folder; return the results in the same order.
 
@@ -102,13 +144,22 @@ def run_many(
     ----------
     configs, run_dirs : one run folder per config.
     data_root : data folder (``--data``), passed to every worker.
-    n_jobs : worker processes (default: every core); each uses one BLAS thread.
+    n_jobs : worker processes (default: every core); each uses one BLAS thread. With one worker,
+        or one task, the task runs in this process with every thread we may use.
     lockstep : train compatible configs as one stack (see :mod:`klayer.train`).
     max_k : largest stack (default ``$KLAYER_MAX_K``, else 16); 1 trains every run on its own,
         so that runs finish (and are saved) one at a time.
     scheduler : address of a Dask scheduler (``tcp://host:8786``); the workers there need the
         data at ``data_root``, or their own ``$KLAYER_DATA``.
+    pool : a :class:`klayer.pool.WorkerPool` shared with other callers (then ``n_jobs`` and
+        ``scheduler`` are the pool's); the tasks are queued there by their estimated seconds
+        (:func:`run_seconds`), the longest first.
+    priority : with ``pool``, estimated seconds of the work that waits for these runs; when
+        positive, every task of this call goes ahead of the queue by ``priority`` plus the longest
+        task's seconds, so that the last of them does not wait behind unrelated work.
     """
+    from .pool import WorkerPool
+
     if len(configs) != len(run_dirs):
         raise KlayerError("run_many needs one run folder per config")
     run_dirs = [Path(d) for d in run_dirs]
@@ -119,7 +170,7 @@ def run_many(
                 f"{d} holds a finished run with a different config; remove it or choose another output folder"
             )
     pending = [i for i, r in enumerate(results) if r is None]
-    n_jobs = n_jobs or os.cpu_count() or 1
+    n_jobs = pool.n_jobs if pool is not None else n_jobs or os.cpu_count() or 1
     max_k = max_k or int(os.environ.get("KLAYER_MAX_K", 16))
     tasks = _tasks(configs, pending, n_jobs, max_k, lockstep)
     root = str(data_root) if data_root is not None else None
@@ -128,32 +179,36 @@ def run_many(
     with bar:
         if not payload:
             pass
-        elif scheduler:
-            from dask.distributed import Client, as_completed
-
-            with Client(scheduler) as client:
-                futures = {client.submit(_run_task, *p, pure=False): t for p, t in zip(payload, tasks, strict=True)}
-                for fut in as_completed(futures):
-                    for i, r in zip(futures[fut], fut.result(), strict=True):
-                        results[i] = r
-                    bar.update(len(futures[fut]))
-        elif n_jobs == 1 or len(payload) == 1:  # in this process, with every thread we may use
-            for p, t in zip(payload, tasks, strict=True):
+        elif pool is None and not scheduler and (n_jobs == 1 or len(payload) == 1):
+            for p, t in zip(payload, tasks, strict=True):  # in this process, with every thread we may use
                 for i, r in zip(t, _run_task(*p, threads=n_jobs), strict=True):
                     results[i] = r
                 bar.update(len(t))
         else:
-            import warnings
+            from concurrent.futures import as_completed
 
-            from joblib import Parallel, delayed
-
-            # loky restarts a worker whose memory grew (our per-worker data cache); that is fine
-            warnings.filterwarnings("ignore", message="A worker stopped while some jobs", category=UserWarning)
-            out = Parallel(n_jobs=min(n_jobs, len(payload)), return_as="generator")(
-                delayed(_run_task)(*p) for p in payload
-            )
-            for t, res in zip(tasks, out, strict=True):
-                for i, r in zip(t, res, strict=True):
-                    results[i] = r
-                bar.update(len(t))
+            own = pool is None
+            pool = pool if pool is not None else WorkerPool(min(n_jobs, len(payload)), scheduler)
+            futures = {}
+            try:
+                seconds = [sum(run_seconds(configs[i]) for i in t) for t in tasks]
+                # work waits for the last of these tasks: then they all go ahead as one
+                first = priority + max(seconds) if priority > 0 else 0.0
+                futures = {
+                    pool.submit(_run_task, *p, priority=first + s): t
+                    for p, t, s in zip(payload, tasks, seconds, strict=True)
+                }
+                for fut in as_completed(futures):
+                    for i, r in zip(futures[fut], fut.result(), strict=True):
+                        results[i] = r
+                    bar.update(len(futures[fut]))
+            except BaseException:
+                if own:
+                    pool.close(cancel=True)
+                else:
+                    for fut in futures:
+                        fut.cancel()
+                raise
+            if own:
+                pool.close()
     return results

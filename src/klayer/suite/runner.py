@@ -7,31 +7,10 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..io import write_json
-from .studies import experiment_config, load_study, run_study, suite_files
+from ..sweep import run_seconds
+from .studies import experiment_config, gradcheck_seconds, load_study, run_study, suite_files
 
 __all__ = ["reproduce", "estimate_seconds"]
-
-
-# this machine's measured rates (one BLAS thread per worker): per-update overhead, float32 matrix
-# products, and the one-off ZCA whitening
-UPDATE_OVERHEAD = 3e-4
-FLOP_RATE = 1.25e11
-ZCA_SECONDS = 20.0
-
-
-def _forward_flops(cfg, d: int = 3072, classes: int = 10) -> float:
-    sizes = [d, *cfg.model.hidden, classes]
-    return 2.0 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
-
-
-def update_seconds(cfg) -> float:
-    """Estimated seconds of one update: forward, backward (about twice the forward) and overhead."""
-    return UPDATE_OVERHEAD + 3 * cfg.train.batch_size * _forward_flops(cfg) / FLOP_RATE
-
-
-def row_seconds(cfg) -> float:
-    """Estimated seconds to evaluate one row."""
-    return 2e-7 + _forward_flops(cfg) / FLOP_RATE
 
 
 def estimate_seconds(studies: list[dict], seeds: int, exp_dir: Path, n_jobs: int) -> float:
@@ -40,8 +19,8 @@ def estimate_seconds(studies: list[dict], seeds: int, exp_dir: Path, n_jobs: int
     for st in studies:
         kind = st["kind"]
         if kind == "gradcheck":
-            n_tables = len(st["depths"]) * 2 * len(st["batch_sizes"]) * len(st["lams"])
-            total += n_tables * 2.0 * len(st["hs"]) / 6 * st["max_entries"] / 15
+            per_depth = 2 * len(st["batch_sizes"]) * len(st["lams"])
+            total += sum(per_depth * gradcheck_seconds(d, len(st["hs"]), st["max_entries"]) for d in st["depths"])
             continue
         if kind == "sanity":
             total += 2 * st["n_epochs"] * st["n"] / st["batch_size"] * 1.5e-3
@@ -56,21 +35,30 @@ def estimate_seconds(studies: list[dict], seeds: int, exp_dir: Path, n_jobs: int
                 (base, st["coarse_n"] + st["fine_n"]),
                 (experiment_config(st["base"], exp_dir, [*st["set"], *st["final_set"]]), seeds),
             ]
-        for cfg, count in items:
-            tc = cfg.train
-            n_train = 10000 if cfg.data.split == "batch1" else 50000 - cfg.data.n_val
-            spe = n_train // tc.batch_size
-            updates = 2 * tc.n_s * tc.n_cycles if tc.cyclic else tc.n_epochs * spe
-            cycle = 2 * tc.n_s if tc.cyclic else spe
-            evals = updates / max(1, round(cycle / tc.evals_per_cycle)) + 1
-            rows = (tc.eval_train_subset or n_train) + (10000 if cfg.data.split == "batch1" else cfg.data.n_val)
-            total += count * (updates * update_seconds(cfg) + evals * rows * row_seconds(cfg))
-            total += count * (ZCA_SECONDS if cfg.data.whiten == "zca" else 0.0)
+        total += sum(count * run_seconds(cfg) for cfg, count in items)
     return total / max(1, n_jobs) + 10 * len(studies)
 
 
 def _log(*args):
     print(*args, flush=True)
+
+
+def _run_together(studies, out, seeds, data_root, n_jobs, scheduler, quick, log) -> None:
+    """Every study at once, each in a thread, their tasks on one shared pool of workers."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from ..pool import WorkerPool
+
+    t0 = time.perf_counter()
+    with WorkerPool(n_jobs, scheduler) as pool, ThreadPoolExecutor(len(studies), "study") as threads:
+        futures = {threads.submit(run_study, st, out, seeds, data_root, quick=quick, pool=pool): st for st in studies}
+        try:
+            for fut in as_completed(futures):
+                fut.result()
+                log(f"  {futures[fut]['name']}: done after {time.perf_counter() - t0:.0f} s")
+        except BaseException:
+            pool.close(cancel=True)  # the other studies' waits end with PoolClosed
+            raise
 
 
 def reproduce(
@@ -108,10 +96,13 @@ def reproduce(
         f"{n_jobs} workers; estimated {est / 60:.1f} min (finished runs in {out} are reused)"
     )
     t0 = time.perf_counter()
-    for st in studies:
-        t = time.perf_counter()
-        run_study(st, out, seeds, data_root, n_jobs, scheduler, quick=quick)
-        log(f"  {st['name']}: {time.perf_counter() - t:.0f} s")
+    if n_jobs == 1 and not scheduler:  # one after another, in this process
+        for st in studies:
+            t = time.perf_counter()
+            run_study(st, out, seeds, data_root, n_jobs, scheduler, quick=quick)
+            log(f"  {st['name']}: {time.perf_counter() - t:.0f} s")
+    else:
+        _run_together(studies, out, seeds, data_root, n_jobs, scheduler, quick, log)
     wall = time.perf_counter() - t0
     write_json(
         out / "suite.json",

@@ -42,7 +42,7 @@ from ..errors import ConfigError
 from ..io import write_json
 from ..schema import suggest
 from ..search import coarse_values, fine_values, top
-from ..sweep import run_many
+from ..sweep import run_many, run_seconds
 
 __all__ = ["load_study", "run_study", "suite_files", "experiment_config", "default_experiments_dir"]
 
@@ -131,12 +131,33 @@ def _fmt(v: float) -> str:
 
 
 class _Context:
-    def __init__(self, seeds: int, data_root, n_jobs, scheduler, exp_dir: Path):
+    def __init__(self, seeds: int, data_root, n_jobs, scheduler, exp_dir: Path, pool=None):
         self.seeds, self.data_root = seeds, data_root
-        self.n_jobs, self.scheduler, self.exp_dir = n_jobs, scheduler, exp_dir
+        self.n_jobs, self.scheduler, self.exp_dir, self.pool = n_jobs, scheduler, exp_dir, pool
 
-    def run(self, configs: list[ExperimentConfig], dirs: list[Path]) -> list[dict]:
-        return run_many(configs, dirs, self.data_root, n_jobs=self.n_jobs, scheduler=self.scheduler)
+    def run(self, configs: list[ExperimentConfig], dirs: list[Path], after: float = 0.0) -> list[dict]:
+        """Train ``configs`` into ``dirs``. ``after``: estimated seconds of the work that waits for
+        these runs (a search's later stages); it puts them ahead in a shared pool's queue."""
+        if self.pool is None:
+            return run_many(configs, dirs, self.data_root, n_jobs=self.n_jobs, scheduler=self.scheduler)
+        return run_many(configs, dirs, self.data_root, pool=self.pool, priority=after, progress=False)
+
+    def map(self, fn, items: list[tuple], seconds: list[float]) -> list:
+        """``[fn(*a) for a in items]``, on the shared pool when there is one (``fn`` module-level);
+        ``seconds``: each item's estimated seconds."""
+        if self.pool is None:
+            return [fn(*a) for a in items]
+        futures = [self.pool.submit(fn, *a, priority=t) for a, t in zip(items, seconds, strict=True)]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+    def stage_seconds(self, cfg: ExperimentConfig, n_runs: int) -> float:
+        """Rough wall seconds of ``n_runs`` runs of ``cfg`` spread over the workers."""
+        return run_seconds(cfg) * -(-n_runs // (self.pool.n_jobs if self.pool else self.n_jobs or 1))
 
 
 def _seeded(cfg: ExperimentConfig, s: int, name: str) -> ExperimentConfig:
@@ -172,7 +193,7 @@ def _study_grid(study, ctx: _Context, sdir: Path) -> dict:
     return {"key": key, "runs": entries}
 
 
-def _search_stage(study, ctx, sdir, stage: str, values: list[float]):
+def _search_stage(study, ctx, sdir, stage: str, values: list[float], after: float = 0.0):
     key = study["key"]
     short = key.split(".")[-1]
     configs, dirs, entries = [], [], []
@@ -181,20 +202,24 @@ def _search_stage(study, ctx, sdir, stage: str, values: list[float]):
         configs.append(_seeded(experiment_config(study["base"], ctx.exp_dir, [*study["set"], f"{key}={v}"]), 0, name))
         dirs.append(sdir / "runs" / name)
         entries.append({"stage": stage, "value": v, "seed": 0, "run": f"runs/{name}"})
-    results = ctx.run(configs, dirs)
+    results = ctx.run(configs, dirs, after)
     return entries, list(zip(values, results, strict=True))
 
 
 def _study_search(study, ctx: _Context, sdir: Path) -> dict:
     rng = np.random.default_rng(study["search_seed"])
+    # the stages wait for each other: the earlier ones go first in a shared pool's queue
+    final_cfg = experiment_config(study["base"], ctx.exp_dir, [*study["set"], *study["final_set"]])
+    final_s = ctx.stage_seconds(final_cfg, ctx.seeds)
+    fine_s = ctx.stage_seconds(experiment_config(study["base"], ctx.exp_dir, study["set"]), study["fine_n"])
     c = coarse_values(study["low"], study["high"], study["coarse_n"], study["sampling"], rng)
-    entries, coarse = _search_stage(study, ctx, sdir, "coarse", c)
+    entries, coarse = _search_stage(study, ctx, sdir, "coarse", c, after=fine_s + final_s)
     points = coarse
     if study["fine_n"]:
         center = top(coarse, 1)[0][0]
         f = fine_values(center, study["fine_n"], study["decades"], study["sampling"], rng)
         f = [v for v in f if v not in c]
-        fine_entries, fine = _search_stage(study, ctx, sdir, "fine", f)
+        fine_entries, fine = _search_stage(study, ctx, sdir, "fine", f, after=final_s)
         entries += fine_entries
         points = coarse + fine
     best_value = top(points, 1)[0][0]
@@ -211,54 +236,65 @@ def _study_search(study, ctx: _Context, sdir: Path) -> dict:
     return {"key": key, "runs": entries}
 
 
-def _study_gradcheck(study, ctx: _Context, sdir: Path) -> dict:
-    from ..data import default_data_dir, sample_rows
+def _gradcheck_table(X, y, depth: int, bn: bool, lam: float, hs, max_entries: int) -> dict:
+    """One table of the gradient-check study: the network of ``depth`` layers (batch norm ``bn``)
+    checked on the rows ``X``, ``y``."""
     from ..gradcheck import GradcheckRefused, check_gradients
     from ..network import Network, NetworkConfig
+
+    N = len(y)
+    rng = np.random.default_rng(depth * 1000 + N + int(bn))
+    net = Network.init(NetworkConfig(X.shape[1], GRADCHECK_HIDDEN[depth], 10, bn), rng)
+    table = {"depth": depth, "batch_norm": bn, "batch": N, "lam": lam, "hs": list(hs)}
+    try:
+        rep = check_gradients(net, X, y, lam, rng, hs=hs, max_entries=max_entries)
+    except GradcheckRefused as e:
+        return {**table, "passed": False, "refused": str(e), "note": "", "rows": []}
+    rows = [
+        {
+            "name": r.name,
+            "kind": r.kind,
+            "errors": [e if np.isfinite(e) else None for e in r.errors],  # None: every step kinked
+            "best": r.best,
+            "bound": r.bound,
+            "status": r.status,
+            "checked": r.n_checked,
+            "total": r.n_total,
+        }
+        for r in rep.rows
+    ]
+    return {
+        **table,
+        "hs": list(rep.hs),
+        "tol": rep.tol,
+        "passed": rep.passed,
+        "refused": rep.refused,
+        "note": rep.settings.get("note", ""),
+        "rows": rows,
+    }
+
+
+def gradcheck_seconds(depth: int, n_hs: int, max_entries: int) -> float:
+    """Rough seconds of one gradient-check table (measured: depth 9, 6 steps, 15 entries: 2.5 s)."""
+    return 2.5 * depth / 9 * n_hs / 6 * max_entries / 15
+
+
+def _study_gradcheck(study, ctx: _Context, sdir: Path) -> dict:
+    from ..data import default_data_dir, sample_rows
 
     root = ctx.data_root or default_data_dir()
     d = study["features"]
     n = max(study["batch_sizes"])
     X, y, source = sample_rows(root, n, d, np.random.default_rng(0))
-    tables = []
-    for depth in study["depths"]:
-        for bn in (False, True):
-            for N in study["batch_sizes"]:
-                for lam in study["lams"]:
-                    rng = np.random.default_rng(depth * 1000 + N + int(bn))
-                    net = Network.init(NetworkConfig(d, GRADCHECK_HIDDEN[depth], 10, bn), rng)
-                    table = {"depth": depth, "batch_norm": bn, "batch": N, "lam": lam, "hs": list(study["hs"])}
-                    try:
-                        rep = check_gradients(
-                            net, X[:N], y[:N], lam, rng, hs=study["hs"], max_entries=study["max_entries"]
-                        )
-                    except GradcheckRefused as e:
-                        tables.append({**table, "passed": False, "refused": str(e), "note": "", "rows": []})
-                        continue
-                    rows = [
-                        {
-                            "name": r.name,
-                            "kind": r.kind,
-                            "errors": [e if np.isfinite(e) else None for e in r.errors],  # None: every step kinked
-                            "best": r.best,
-                            "bound": r.bound,
-                            "status": r.status,
-                            "checked": r.n_checked,
-                            "total": r.n_total,
-                        }
-                        for r in rep.rows
-                    ]
-                    tables.append(
-                        {
-                            **table,
-                            "hs": list(rep.hs),
-                            "tol": rep.tol,
-                            "passed": rep.passed,
-                            "refused": rep.refused,
-                            "note": rep.settings.get("note", ""),
-                            "rows": rows,
-                        }
-                    )
+    hs, m = tuple(study["hs"]), study["max_entries"]
+    items = [
+        (X[:N], y[:N], depth, bn, lam, hs, m)
+        for depth in study["depths"]
+        for bn in (False, True)
+        for N in study["batch_sizes"]
+        for lam in study["lams"]
+    ]
+    tables = ctx.map(_gradcheck_table, items, [gradcheck_seconds(a[2], len(hs), m) for a in items])
     write_json(sdir / "gradcheck.json", {"source": source, "features": d, "tables": tables})
     return {"results": "gradcheck.json"}
 
@@ -311,12 +347,15 @@ def run_study(
     scheduler=None,
     exp_dir=None,
     quick: bool = False,
+    pool=None,
 ) -> Path:
-    """Run one study into ``out/<name>`` (resumably) and write its ``study.json``."""
+    """Run one study into ``out/<name>`` (resumably) and write its ``study.json``; with a shared
+    :class:`klayer.pool.WorkerPool` ``pool`` its tasks queue there (``n_jobs`` and ``scheduler``
+    are the pool's)."""
     sdir = Path(out) / study["name"]
     sdir.mkdir(parents=True, exist_ok=True)
     exp_dir = Path(exp_dir) if exp_dir else Path(study["file"]).parent
-    ctx = _Context(seeds, data_root, n_jobs, scheduler, exp_dir)
+    ctx = _Context(seeds, data_root, n_jobs, scheduler, exp_dir, pool)
     t = time.perf_counter()
     structure = _RUNNERS[study["kind"]](study, ctx, sdir)
     write_json(
