@@ -198,23 +198,19 @@ experiments = ["idx_base"]
 """
 
 
-def _suite_files(tmp_path, rng):
-    data = write_idx_data(tmp_path / "data", rng)
-    exp = tmp_path / "exp"
-    exp.mkdir()
-    (exp / "idx_base.toml").write_text(BASE.format(data=data, n_s=30))
-    (exp / "idx_search.toml").write_text(SEARCH.format(coarse=3))
+def _suite_files(exp):
     (exp / "grad.toml").write_text(GRAD_STUDY)
     (exp / "runs.toml").write_text(RUNS_STUDY)
-    return [exp / "grad.toml", exp / "idx_search.toml", exp / "runs.toml"], data
+    return [exp / "grad.toml", exp / "idx_search.toml", exp / "runs.toml"]
 
 
-def test_studies_at_once_on_two_workers_equal_one_after_another(tmp_path, rng):
+def test_studies_at_once_on_two_workers_equal_one_after_another(tmp_path, idx_suite):
     """reproduce with two workers runs every study at once on one pool: the same runs, the same
     numbers and the same gradient-check tables as one study after another in one process."""
     from klayer.suite import reproduce
 
-    files, data = _suite_files(tmp_path, rng)
+    exp, data = idx_suite
+    files = _suite_files(exp)
     lines = []
     together = reproduce(files, tmp_path / "a", seeds=2, data_root=data, n_jobs=2, report=False, log=lines.append)
     alone = reproduce(files, tmp_path / "b", seeds=2, data_root=data, n_jobs=1, report=False, log=lambda *a: None)
@@ -232,21 +228,20 @@ def test_studies_at_once_on_two_workers_equal_one_after_another(tmp_path, rng):
             assert x["final"]["val_loss"] == pytest.approx(y["final"]["val_loss"], rel=1e-6)
 
 
-def test_a_failing_study_stops_the_others(tmp_path, rng):
+def test_a_failing_study_stops_the_others(tmp_path, idx_suite):
     """One study fails (its data is gone): reproduce raises that error, one line, without waiting
     for the other studies' queued work."""
     from klayer.errors import KlayerError
     from klayer.suite import reproduce
 
-    files, data = _suite_files(tmp_path, rng)
-    bad = tmp_path / "exp" / "idx_gone.toml"
+    exp, _ = idx_suite
+    files = _suite_files(exp)
+    bad = exp / "idx_gone.toml"
     bad.write_text(BASE.format(data=tmp_path / "nowhere", n_s=30).replace('"idx_base"', '"idx_gone"'))
-    (tmp_path / "exp" / "runs_gone.toml").write_text(
-        RUNS_STUDY.replace("idx_base", "idx_gone").replace("idx_runs", "gone")
-    )
+    (exp / "runs_gone.toml").write_text(RUNS_STUDY.replace("idx_base", "idx_gone").replace("idx_runs", "gone"))
     with pytest.raises(KlayerError, match="nowhere"):
         reproduce(
-            [tmp_path / "exp" / "runs_gone.toml", *files], tmp_path / "o", seeds=2, data_root=None, n_jobs=2,
+            [exp / "runs_gone.toml", *files], tmp_path / "o", seeds=2, data_root=None, n_jobs=2,
             report=False, log=lambda *a: None,
         )  # fmt: skip
     assert not (tmp_path / "o" / "suite.json").exists()

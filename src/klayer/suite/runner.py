@@ -47,10 +47,18 @@ def _run_together(studies, out, seeds, data_root, n_jobs, scheduler, quick, log)
     """Every study at once, each in a thread, their tasks on one shared pool of workers."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
+    from threadpoolctl import threadpool_limits
+
     from ..pool import WorkerPool
 
     t0 = time.perf_counter()
-    with WorkerPool(n_jobs, scheduler) as pool, ThreadPoolExecutor(len(studies), "study") as threads:
+    # the studies that compute here (sanity; the gradient checks' sample) use one BLAS thread, as
+    # the workers do (with two, sanity took 25-56 s beside two busy workers; 6 s alone)
+    with (
+        threadpool_limits(limits=1, user_api="blas"),
+        WorkerPool(n_jobs, scheduler) as pool,
+        ThreadPoolExecutor(len(studies), "study") as threads,
+    ):
         futures = {threads.submit(run_study, st, out, seeds, data_root, quick=quick, pool=pool): st for st in studies}
         try:
             for fut in as_completed(futures):
