@@ -178,3 +178,21 @@ def test_klayer_errors_travel_from_the_workers_whole():
             assert type(got.value) is type(e) and str(got.value) == str(e)
             assert {k: str(v) for k, v in vars(got.value).items()} == {k: str(v) for k, v in vars(e).items()}
         assert pool.submit(abs, -1).result() == 1  # and the pool still works
+
+
+def test_the_progress_bar_counts_submitted_and_finished_tasks():
+    class Bar:
+        total, n, refreshed = None, 0, 0
+
+        def refresh(self):
+            self.refreshed += 1
+
+        def update(self, k):
+            self.n += k
+
+    bar = Bar()
+    with WorkerPool(2, bar=bar) as pool:
+        futures = [pool.submit(abs, -k) for k in range(5)]
+        assert bar.total == 5 and bar.refreshed == 5
+    assert [f.result() for f in futures] == list(range(5))
+    assert bar.n == 5

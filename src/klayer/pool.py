@@ -48,11 +48,13 @@ class WorkerPool:
     """``n_jobs`` worker processes (default: every core), or a Dask cluster at ``scheduler``.
 
     Use as a context manager; :meth:`submit` returns a :class:`concurrent.futures.Future`.
+    ``bar``: a tqdm progress bar counting the tasks.
     Leaving the ``with`` block by an exception cancels the queued tasks and stops the workers.
     """
 
-    def __init__(self, n_jobs: int | None = None, scheduler: str | None = None):
+    def __init__(self, n_jobs: int | None = None, scheduler: str | None = None, bar=None):
         self.n_jobs = n_jobs or os.cpu_count() or 1
+        self._bar = bar  # a tqdm bar: its total grows with every task, it advances as they end
         self._cond = threading.Condition()
         self._queue: list = []  # heap of (-priority, order, fn, args, future)
         self._order = itertools.count()
@@ -83,6 +85,9 @@ class WorkerPool:
         with self._cond:
             if self._closed:
                 raise PoolClosed("the worker pool is closed")
+            if self._bar is not None:
+                self._bar.total = (self._bar.total or 0) + 1
+                self._bar.refresh()
             if self._client is not None:
                 inner = self._client.submit(fn, *args, pure=False, priority=int(priority))
                 self._running[fut] = inner  # Dask forgets a task whose future is dropped
@@ -117,6 +122,8 @@ class WorkerPool:
             if self._running.pop(fut, None) is None:
                 return  # resolved by close()
             self._cond.notify_all()
+            if self._bar is not None:
+                self._bar.update(1)
         if inner.cancelled():
             fut.set_exception(PoolClosed("the task was cancelled"))
         elif inner.exception() is not None:

@@ -48,6 +48,7 @@ def _run_together(studies, out, seeds, data_root, n_jobs, scheduler, quick, log)
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from threadpoolctl import threadpool_limits
+    from tqdm.auto import tqdm
 
     from ..pool import WorkerPool
 
@@ -56,14 +57,16 @@ def _run_together(studies, out, seeds, data_root, n_jobs, scheduler, quick, log)
     # the workers do (with two, sanity took 25-56 s beside two busy workers; 6 s alone)
     with (
         threadpool_limits(limits=1, user_api="blas"),
-        WorkerPool(n_jobs, scheduler) as pool,
+        tqdm(total=0, desc="tasks", unit="task", disable=None) as bar,
+        WorkerPool(n_jobs, scheduler, bar) as pool,
         ThreadPoolExecutor(len(studies), "study") as threads,
     ):
         futures = {threads.submit(run_study, st, out, seeds, data_root, quick=quick, pool=pool): st for st in studies}
         try:
             for fut in as_completed(futures):
                 fut.result()
-                log(f"  {futures[fut]['name']}: done after {time.perf_counter() - t0:.0f} s")
+                with bar.external_write_mode():
+                    log(f"  {futures[fut]['name']}: done after {time.perf_counter() - t0:.0f} s")
         except BaseException:
             pool.close(cancel=True)  # the other studies' waits end with PoolClosed
             raise
