@@ -8,6 +8,8 @@ into the weights (:func:`klayer.network.fold_batchnorm`): its scores and loss eq
 reference evaluation up to float rounding, its accuracy exactly.
 """
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -168,3 +170,125 @@ def test_evaluation_with_folded_standardization_equals_standardizing_each_chunk(
     s_raw = forward(folded, raw.astype(dtype), config, train=False, bn_state=net.bn_state)[0]
     s_ref = forward(net.params, feats, config, train=False, bn_state=net.bn_state)[0]
     np.testing.assert_allclose(s_raw, s_ref, rtol=10 * rtol, atol=10 * rtol)
+
+
+# -- the evaluation pass on several threads ----------------------------------------------------
+
+
+def _meeting(threads):
+    """A per-thread wrapper factory whose functions wait at their first call until ``threads``
+    threads have called one: an evaluation that does not use them all fails (barrier timeout)."""
+    import threading
+
+    barrier = threading.Barrier(threads, timeout=10)
+
+    def wrap(fn):
+        first = [True]
+
+        def call(*args):
+            if first[0]:
+                first[0] = False
+                barrier.wait()
+            return fn(*args)
+
+        return call
+
+    return wrap
+
+
+@pytest.mark.parametrize("path", ["features", "standardize", "prep", "compiled"])
+@pytest.mark.parametrize("K", [None, 3])
+def test_evaluation_on_threads_gives_the_same_bits(rng, path, K):
+    """Network.evaluate(threads=T) shares the chunks out among T threads (each really computes:
+    their functions meet at a barrier) and returns the bits of the one-thread pass."""
+    config = NetworkConfig(30, (16, 12), 7, True, dtype="float32")
+    net = _trained_like(rng, config, 1 if path == "compiled" and K is None else K)  # compiled: stacks
+    raw = rng.integers(0, 256, (2345, 30)).astype(np.uint8)
+    y = rng.integers(0, 7, 2345)
+    mean, inv_std = raw.mean(axis=0), 1.0 / (raw.std(axis=0) + 3.0)
+    feats = ((raw - mean) * inv_std).astype(np.float32)
+
+    def args(threads):
+        wrap = _meeting(threads) if threads > 1 else (lambda f: f)
+        if path == "features":  # no per-thread function to meet at: the same bits suffice
+            return feats, {}
+        if path == "standardize":
+            return raw, {"standardize": (mean, inv_std)}
+        if path == "prep":
+            bufs = [np.empty((100, 30), np.float32) for _ in range(threads)]
+
+            def prep(buf):
+                return lambda a: np.multiply(np.subtract(a, mean, dtype=np.float32), inv_std, out=buf[: len(a)])
+
+            return raw, {"prep": [wrap(prep(b)) for b in bufs]}
+        step = pytest.importorskip("klayer.kernels.step")
+        fns = [wrap(functools.partial(step.eval_chunk, work=step.Workspace())) for _ in range(threads)]
+        return feats, {"chunk_fn": fns}
+
+    X1, kw1 = args(1)
+    one = net.evaluate(X1, y, lam=0.01, chunk=100, **kw1)
+    for threads in (2, 3):
+        Xt, kwt = args(threads)
+        many = net.evaluate(Xt, y, lam=0.01, chunk=100, threads=threads, **kwt)
+        for key in ("cost", "loss", "accuracy"):
+            assert same_bits(np.asarray(many[key]), np.asarray(one[key])), (threads, key)
+
+
+def test_evaluation_threads_add_the_chunks_in_chunk_order(rng):
+    """The chunks' sums are added in chunk order whatever order the threads finish them in (the
+    first thread is slow here): float addition is not associative, and the stand-in sums
+    1, 1e16, 1, -1e16 give 0 in that order and 2 in others."""
+    import time
+
+    config = NetworkConfig(4, (), 3, False)
+    net = Network.init(config, rng)
+    values = [1.0, 1e16, 1.0, -1e16]
+    X = np.zeros((40, 4))
+    y = np.repeat(np.arange(4), 10)  # chunk i holds label i
+
+    def fn(slow):
+        def chunk_fn(params, Xc, yc, cfg):
+            if slow:
+                time.sleep(0.2)
+            return values[int(yc[0])], 0
+
+        return chunk_fn
+
+    got = net.evaluate(X, y, chunk=10, chunk_fn=[fn(True), fn(False)], threads=2)
+    assert got["loss"] == 0.0 / 40
+    assert net.evaluate(X, y, chunk=10, chunk_fn=fn(False))["loss"] == 0.0
+
+
+def test_evaluation_threads_have_one_blas_thread_and_the_callers_error_settings(rng):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    config = NetworkConfig(6, (5,), 3, False)
+    net = Network.init(config, rng)
+    seen = []
+
+    def prep(a):
+        blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+        seen.append((max(blas), np.geterr()["over"]))
+        return a
+
+    X, y = rng.standard_normal((50, 6)), rng.integers(0, 3, 50)
+    with threadpool_limits(2, user_api="blas"), np.errstate(over="ignore"):
+        net.evaluate(X, y, chunk=10, prep=[prep, prep], threads=2)
+        after = max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+    assert len(seen) == 5 and set(seen) == {(1, "ignore")}
+    assert after == 2  # the caller's limit is back
+
+
+def test_an_error_in_an_evaluation_thread_reaches_the_caller(rng):
+    config = NetworkConfig(6, (5,), 3, False)
+    net = Network.init(config, rng)
+    calls = []
+
+    def bad(params, X, y, cfg):
+        calls.append(1)
+        raise FloatingPointError("chunk went wrong")
+
+    X, y = rng.standard_normal((500, 6)), rng.integers(0, 3, 500)
+    with pytest.raises(FloatingPointError, match="chunk went wrong"):
+        net.evaluate(X, y, chunk=10, chunk_fn=[bad, bad], threads=2)
+    assert len(calls) <= 2  # the other thread stops at its next chunk

@@ -352,3 +352,49 @@ def test_a_resumed_trainer_continues_bitwise_with_either_kernels(monkeypatch, wh
     for n, p in whole.stack.params.items():
         assert same_bits(second.stack.params[n], p), n
     assert second.history[0][-1] == whole.history[0][-1]
+
+
+@pytest.mark.parametrize("which", ["numba", "numpy"])
+@pytest.mark.parametrize("raw", [True, False], ids=["standardized", "whitened"])
+def test_evaluating_on_two_threads_changes_no_bit_of_a_run(monkeypatch, which, raw):
+    """A trainer with ``train.blas_threads = 2`` evaluates on 2 threads (each its own arrays)
+    and records the history of one evaluating on 1, bit for bit: raw rows (standardization
+    folded) and whitened rows (features per chunk), a stack of 2, compiled or reference."""
+    monkeypatch.setenv(kernels.ENV, which)
+    seen = []
+    evaluate = Network.evaluate
+
+    def spy(self, *args, **kw):
+        seen.append(kw.get("threads", 1))
+        return evaluate(self, *args, **kw)
+
+    monkeypatch.setattr(Network, "evaluate", spy)
+
+    def data():
+        d = tiny_dataset(np.random.default_rng(0), n_train=2500, d=12, C=4)  # 3 chunks of rows
+        if raw:
+            d.X_train = np.clip(np.round(d.X_train * 40 + 128), 0, 255).astype(np.uint8)
+            d.mean, d.std = d.X_train.mean(axis=0), d.X_train.std(axis=0) + 1.0
+        return d
+
+    history = {}
+    for threads in (1, 2):
+        tr = Trainer(_configs(2, blas_threads=threads), data())
+        assert tr.eval_threads == threads and (tr.standardization is None) == (not raw)
+        tr.run(progress=False)
+        history[threads] = tr.history
+    assert history[1] == history[2] and len(history[2][0]) > 2
+    assert set(seen) == {1, 2}
+
+
+def test_lockstep_training_evaluates_on_its_blas_threads(monkeypatch):
+    from klayer.runs import train_lockstep
+
+    seen = []
+    evaluate = Network.evaluate
+    monkeypatch.setattr(
+        Network, "evaluate", lambda self, *a, **kw: seen.append(kw.get("threads")) or evaluate(self, *a, **kw)
+    )
+    data = tiny_dataset(np.random.default_rng(0), n_train=300, d=12, C=4)
+    train_lockstep(_configs(2), data, progress=False, blas_threads=2)
+    assert seen and set(seen) == {2}

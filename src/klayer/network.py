@@ -396,7 +396,7 @@ class Network:
         parts = [layers.softmax(self.forward(prep(X[i : i + chunk]))) for i in range(0, max(len(X), 1), chunk)]
         return np.concatenate(parts, axis=-2)
 
-    def evaluate(self, X, y, lam=0.0, chunk: int = EVAL_CHUNK, prep=None, standardize=None, chunk_fn=None):
+    def evaluate(self, X, y, lam=0.0, chunk: int = EVAL_CHUNK, prep=None, standardize=None, chunk_fn=None, threads=1):
         """Cost, loss and accuracy on a whole data set in evaluation mode, chunk by chunk, with
         batch norm folded into the weights (:func:`fold_batchnorm`).
 
@@ -413,36 +413,39 @@ class Network:
         chunk_fn : None, or a function ``(params, X, y, config) -> (loss_sum, correct)`` of a
             chunk, given the folded network (the compiled :func:`klayer.kernels.step.eval_chunk`);
             None: :func:`forward` and :func:`klayer.layers.log_softmax`.
+        threads : the chunks are shared out among this many threads, each with one BLAS thread
+            (a chunk's products are too narrow for a multithreaded BLAS to keep the cores busy).
+            The chunks' sums are added in chunk order: the same bits for any ``threads``. A
+            ``prep`` or ``chunk_fn`` that reuses arrays is given as a list, one per thread.
 
         Returns
         -------
         dict with ``cost``, ``loss``, ``accuracy``: floats, or (K,) arrays for a stack.
         """
         N = len(y)
-        loss_sum = 0.0
-        correct = 0
         params, config = fold_batchnorm(self.params, self.bn_state, self.config)
+        starts = range(0, N, chunk)
+        threads = max(1, min(int(threads), len(starts)))
+        preps, fns = _per_thread(prep, threads), _per_thread(chunk_fn, threads)
         if standardize is not None:
             params = fold_standardization(params, *standardize)
-            buf = np.empty((min(chunk, N), X.shape[-1]), params["W1"].dtype)
+            preps = [_caster(np.empty((min(chunk, N), X.shape[-1]), params["W1"].dtype)) for _ in range(threads)]
 
-            def prep(a):
-                out = buf[: len(a)]
-                np.copyto(out, a, casting="unsafe")
-                return out
-
-        for i in range(0, N, chunk):
-            Xc = X[i : i + chunk]
-            Xc = prep(Xc) if prep else Xc
-            yc = y[i : i + chunk]
-            if chunk_fn is not None:
-                s, c = chunk_fn(params, Xc, yc, config)
-                loss_sum, correct = loss_sum + s, correct + c
-                continue
+        def part(k: int, i: int):
+            """Thread ``k``'s sums of the chunk of rows ``i : i + chunk``."""
+            Xc, yc = X[i : i + chunk], y[i : i + chunk]
+            Xc = preps[k](Xc) if preps[k] else Xc
+            if fns[k] is not None:
+                return fns[k](params, Xc, yc, config)
             scores = forward(params, Xc, config, train=False)[0]
             logP = layers.log_softmax(scores)
-            loss_sum = loss_sum - logP[..., np.arange(len(yc)), yc].sum(axis=-1, dtype=np.float64)
-            correct = correct + (scores.argmax(axis=-1) == yc).sum(axis=-1)
+            loss_sum = -logP[..., np.arange(len(yc)), yc].sum(axis=-1, dtype=np.float64)
+            return loss_sum, (scores.argmax(axis=-1) == yc).sum(axis=-1)
+
+        sums = _map_chunks(part, starts, threads)
+        loss_sum, correct = 0.0, 0
+        for s, c in sums:
+            loss_sum, correct = loss_sum + s, correct + c
         loss = loss_sum / N
         penalty = weight_penalty(self.params, self.config).astype(np.float64)
         cost = loss + np.asarray(lam, dtype=np.float64) * penalty
@@ -453,6 +456,62 @@ class Network:
             return float(v) if v.ndim == 0 else v
 
         return {"cost": out(cost), "loss": out(loss), "accuracy": out(acc)}
+
+
+def _per_thread(fn, threads: int) -> list:
+    """``fn`` for each of ``threads`` threads: a list of them as given, or one function shared."""
+    if isinstance(fn, (list, tuple)):
+        if len(fn) < threads:
+            raise ValueError(f"{len(fn)} functions for {threads} threads")
+        return list(fn[:threads])
+    return [fn] * threads
+
+
+def _caster(buf: np.ndarray):
+    """A function casting a chunk of rows into (the first rows of) ``buf``."""
+
+    def cast(a):
+        out = buf[: len(a)]
+        np.copyto(out, a, casting="unsafe")
+        return out
+
+    return cast
+
+
+def _map_chunks(part, starts, threads: int) -> list:
+    """``[part(k, i) for i in starts]``, in order, computed by ``threads`` threads (``k`` the
+    thread's index) taking the next chunk as they finish one, each with one BLAS thread and the
+    caller's floating-point error settings."""
+    if threads == 1:
+        return [part(0, i) for i in starts]
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    results = [None] * len(starts)
+    todo = iter(enumerate(starts))
+    lock = threading.Lock()
+    err = np.geterr()  # numpy's error state is per thread
+    failed = []
+
+    def worker(k):
+        with np.errstate(**err):
+            while not failed:
+                with lock:
+                    job = next(todo, None)
+                if job is None:
+                    return
+                try:
+                    results[job[0]] = part(k, job[1])
+                except BaseException:
+                    failed.append(k)
+                    raise
+
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(threads, "klayer-eval") as ex:
+        for f in [ex.submit(worker, k) for k in range(threads)]:
+            f.result()
+    return results
 
 
 def stack_networks(networks: list[Network]) -> Network:

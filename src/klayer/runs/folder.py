@@ -23,6 +23,7 @@ Every file is written atomically (:mod:`klayer.io`).
 
 from __future__ import annotations
 
+import functools
 import platform
 import time
 from pathlib import Path
@@ -67,7 +68,8 @@ def run_results(trainer, i: int, wall: float) -> dict:
     test = {"accuracy": None, "loss": None, "cost": None}
     if status == "complete":
         net = trainer.network(i)
-        test = net.evaluate(data.X_test, data.y_test, tc.lam, prep=lambda a: data.features(a, tc.dtype))
+        prep = functools.partial(data.features, dtype=tc.dtype)  # a new array per chunk: thread-safe
+        test = net.evaluate(data.X_test, data.y_test, tc.lam, prep=prep, threads=trainer.eval_threads)
     final = trainer.history[i][-1]
     epochs = trainer.total_steps / trainer.steps_per_epoch
     return {

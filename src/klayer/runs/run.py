@@ -193,7 +193,7 @@ def train_lockstep(
                 snapshots = SnapshotWriter(d, i) if cfg.train.snapshots else None
                 folders += [snapshots] if snapshots else []
                 folders.append(RunFolder(d, i, t_wall, recorder, snapshots))
-        trainer = Trainer(configs, data, ([recorder] if recorder else []) + folders)
+        trainer = Trainer(configs, data, ([recorder] if recorder else []) + folders, eval_threads=threads)
         trainer.run(progress=progress, desc=f"{len(configs)} networks")
         if outs is not None:
             return [f.results for f in folders if isinstance(f, RunFolder)]

@@ -80,6 +80,11 @@ def lockstep_signature(cfg: ExperimentConfig) -> dict:
     return d
 
 
+def _features_into(data: Dataset, buf: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``data``'s features of raw ``rows``, written into the first rows of ``buf``."""
+    return data.features(rows, out=buf[: len(rows)])
+
+
 class Trainer:
     """Training state of K networks in lockstep, stepped one update at a time.
 
@@ -90,9 +95,11 @@ class Trainer:
     callbacks : :class:`~klayer.training.Callback` objects told of the loop's events.
     schedule : None, or a function ``t -> (K,) eta`` replacing the configured schedule (the
         learning-rate range test uses it).
+    eval_threads : threads of the evaluation pass (default ``train.blas_threads``): the chunks
+        of rows are shared out among them (:meth:`klayer.network.Network.evaluate`).
     """
 
-    def __init__(self, configs: list[ExperimentConfig], data: Dataset, callbacks=(), schedule=None):
+    def __init__(self, configs: list[ExperimentConfig], data: Dataset, callbacks=(), schedule=None, eval_threads=None):
         if not configs:
             raise ConfigError("no configs to train")
         shared = lockstep_signature(configs[0])
@@ -156,26 +163,30 @@ class Trainer:
         self.diverged: list[int | None] = [None] * self.K
         self.train_seconds = 0.0
         self.eval_seconds = 0.0
+        self.eval_threads = max(1, int(eval_threads or tc.blas_threads))
         self._select_kernels(dtype)
         self._raw = np.empty((tc.batch_size, data.input_size), data.X_train.dtype)
         self._xbuf = np.empty((tc.batch_size, data.input_size), dtype)
-        self._ebuf = np.empty((EVAL_CHUNK, data.input_size), dtype)
+        n_bufs = self.eval_threads if self.standardization is None else 0  # whitened rows: features per chunk
+        self._ebufs = [np.empty((EVAL_CHUNK, data.input_size), dtype) for _ in range(n_bufs)]
         self._stop = False
 
     def _select_kernels(self, dtype):
         """The one place where the compiled kernels (:mod:`klayer.kernels`) replace the numpy
         reference: the mini-batch's gather and standardization (``gather_fn``, or None), the
         forward and backward pass (``loss_fn``), the update (``update_fn``) and the evaluation
-        of a chunk (``eval_chunk_fn``, or None); ``kernels`` names the choice. Dropout runs use
-        the reference throughout."""
+        of a chunk (``eval_chunk_fns``, one per evaluation thread, or None); ``kernels`` names
+        the choice. Dropout runs use the reference throughout."""
         cfg = self.config
         fast = None if (cfg.dropout or cfg.input_dropout) else kernels.load()
         self.kernels = "numpy" if fast is None else "numba"
         if fast is None:
-            self.loss_fn, self.eval_chunk_fn = data_loss_and_grads, None
-        else:  # the step's (and the evaluation's) arrays are allocated once and reused
+            self.loss_fn, self.eval_chunk_fns = data_loss_and_grads, None
+        else:  # the step's (and each evaluation thread's) arrays are allocated once and reused
             self.loss_fn = functools.partial(fast.data_loss_and_grads, work=fast.Workspace())
-            self.eval_chunk_fn = functools.partial(fast.eval_chunk, work=fast.Workspace())
+            self.eval_chunk_fns = [
+                functools.partial(fast.eval_chunk, work=fast.Workspace()) for _ in range(self.eval_threads)
+            ]
         opt = self.optimizer
         if fast is not None and isinstance(opt, SGD):
             self.update_fn = lambda p, g, s, eta, lam, t: fast.sgd_update(p, g, s, eta, lam, opt.momentum, opt.nesterov)
@@ -281,15 +292,14 @@ class Trainer:
     def evaluate(self):
         """Append one history row per network: cost, loss, accuracy on train and val."""
         t0 = time.perf_counter()
-        buf = self._ebuf  # each chunk's features are written into the same array
-
-        def prep(a):
-            return self.data.features(a, out=buf[: len(a)])
-
-        # raw rows: the standardization is folded into the first layer (one cast per chunk)
+        # raw rows: the standardization is folded into the first layer (one cast per chunk);
+        # else each evaluation thread writes its chunks' features into an array of its own
         std = self.standardization
-        kw = {"prep": prep} if std is None else {"standardize": std}
-        kw["chunk_fn"] = self.eval_chunk_fn
+        kw = {"threads": self.eval_threads, "chunk_fn": self.eval_chunk_fns}
+        if std is None:
+            kw["prep"] = [functools.partial(_features_into, self.data, buf) for buf in self._ebufs]
+        else:
+            kw["standardize"] = std
         with np.errstate(over="ignore", invalid="ignore"):  # diverged networks of a stack
             tr = self.stack.evaluate(self.X_eval, self.y_eval, self.lam, EVAL_CHUNK, **kw)
             va = self.stack.evaluate(self.data.X_val, self.data.y_val, self.lam, EVAL_CHUNK, **kw)
