@@ -50,8 +50,24 @@ CATALOGUED = {
     "loss_mean_over_classes",
     "G_wrt_S_tilde",
     "G_wrt_H",
+    "G_sign_flipped",
+    "bias_missing_last",
+    "bn_back_stats_constant",
+    "bn_back_mean_term_sign",
+    "bn_back_var_term_sign",
+    "bn_train_running_stats",
+    "bn_train_running_init",
+    "relu_before_bn",
+    "eval_running_before_update",
+    "eval_eps_missing",
+    "onehot_shifted",
+    "onehot_shifted_up",
+    "reg_half_in_cost",
+    "log10_loss",
+    "log2_loss",
+    "loss_eps_in_log",
 }
-OUTSIDE = {"log10_loss", "relu_scaled", "leaky_relu", "gamma_update_uses_grad_beta", "bias_not_updated"}
+OUTSIDE = {"relu_scaled", "leaky_relu", "gamma_update_uses_grad_beta", "bias_not_updated"}
 
 
 def run(inputs, bugs=(), dtype=np.float64, g_batch=False):
@@ -74,6 +90,9 @@ def run(inputs, bugs=(), dtype=np.float64, g_batch=False):
 
     X, Y = f(inputs["X"]), f(inputs["Y"])
     n = X.shape[1]
+    if {"onehot_shifted", "onehot_shifted_up"} & bugs:  # Y built from the labels, shifted
+        shifted = (np.asarray(inputs["y"]).ravel().astype(int) + (1 if "onehot_shifted_up" in bugs else -1)) % len(Y)
+        Y = np.eye(len(Y), dtype=dtype)[:, shifted]
     k = sum(1 for key in inputs if key.startswith("W") and key[1:].isdigit())
     bn = "gamma1" in inputs
     lam, eta, eps, alpha = (dtype(np.asarray(inputs[s]).item()) for s in ("lam", "eta", "eps", "bn_alpha"))
@@ -83,7 +102,11 @@ def run(inputs, bugs=(), dtype=np.float64, g_batch=False):
     beta = {l: f(inputs[f"beta{l}"]) for l in range(1, k)} if bn else {}
     out = {}
 
-    def normalize(S, mu, var):
+    def normalize(S, mu, var, mode="train"):
+        if mode == "eval" and "eval_eps_missing" in bugs:
+            return (S - mu) / np.sqrt(var)
+        if mode == "eval":
+            return (S - mu) / np.sqrt(var + eps)
         if "eps_outside_sqrt" in bugs:
             return (S - mu) / (np.sqrt(var) + eps)
         if "eps_missing" in bugs:
@@ -93,7 +116,7 @@ def run(inputs, bugs=(), dtype=np.float64, g_batch=False):
         return (S - mu) / np.sqrt(var + eps)
 
     def affine(l, H):
-        bias = 0 if "bias_missing" in bugs else b[l]
+        bias = 0 if "bias_missing" in bugs or ("bias_missing_last" in bugs and l == k) else b[l]
         if "weight_transposed_forward" in bugs and W[l].shape[0] == W[l].shape[1]:
             return W[l].T @ H + bias
         return W[l] @ H + bias
@@ -118,10 +141,17 @@ def run(inputs, bugs=(), dtype=np.float64, g_batch=False):
         Z = S[l]
         if bn:
             src = gamma[l] * S[l] + beta[l] if "gamma_before_norm" in bugs else S[l]
+            src = np.maximum(0, src) if "relu_before_bn" in bugs else src
             axis = 0 if "bn_stats_wrong_axis" in bugs else 1
             mu[l] = src.mean(axis=axis, keepdims=True)
             var[l] = src.var(axis=axis, ddof=1 if "var_unbiased" in bugs else 0, keepdims=True)
-            S_hat[l] = normalize(src, mu[l], var[l])
+            m0, v0 = f(inputs[f"mu_av{l}_init"]), f(inputs[f"var_av{l}_init"])
+            if "bn_train_running_stats" in bugs:
+                S_hat[l] = normalize(src, alpha * m0 + (1 - alpha) * mu[l], alpha * v0 + (1 - alpha) * var[l])
+            elif "bn_train_running_init" in bugs:
+                S_hat[l] = normalize(src, m0, v0)
+            else:
+                S_hat[l] = normalize(src, mu[l], var[l])
             if "gamma_before_norm" in bugs:
                 S_tilde[l], Z = src, S_hat[l]
             elif "gamma_before_norm_batch_stats" in bugs:
@@ -129,7 +159,7 @@ def run(inputs, bugs=(), dtype=np.float64, g_batch=False):
             else:
                 S_tilde[l] = Z = gamma[l] * S_hat[l] + beta[l]
             out.update({f"mu{l}": mu[l], f"var{l}": var[l], f"S_hat{l}": S_hat[l], f"S_tilde{l}": S_tilde[l]})
-        H[l] = relu(Z)
+        H[l] = Z if "relu_before_bn" in bugs else relu(Z)
         out.update({f"S{l}": S[l], f"H{l}": H[l]})
         S_tilde.setdefault(l, Z)
     S[k] = affine(k, H[k - 1])
@@ -140,20 +170,20 @@ def run(inputs, bugs=(), dtype=np.float64, g_batch=False):
     if "relu_on_scores" in bugs:
         scores = np.maximum(0, scores)
     P = softmax(scores)
-    log = np.log10 if "log10_loss" in bugs else np.log
-    ce = -log(np.sum(Y * P, axis=0))
+    log = np.log10 if "log10_loss" in bugs else np.log2 if "log2_loss" in bugs else np.log
+    ce = -log(np.sum(Y * P, axis=0) + (dtype(1e-3) if "loss_eps_in_log" in bugs else 0))
     loss = ce.sum() if "loss_not_mean" in bugs else ce.mean()
     if "loss_mean_over_classes" in bugs:
         loss = -np.mean(Y * log(P))
     penalty = sum(np.sum(W[l] ** 2) for l in W)
-    cost = loss if "cost_no_reg" in bugs else loss + lam * penalty
+    cost = loss if "cost_no_reg" in bugs else loss + (lam / 2 if "reg_half_in_cost" in bugs else lam) * penalty
     out.update({f"S{k}": S[k], "P": P, "loss": loss, "cost": cost})
 
     # ---- backward, the assignments' way
     scale = 1 if "grad_not_divided_by_n" in bugs else 1 / n**2 if "grad_divided_twice" in bugs else 1 / n
     reg = 0 if "reg_grad_missing" in bugs else (1 if "reg_grad_no_2" in bugs else 2)
     grad_W, grad_b, grad_gamma, grad_beta = {}, {}, {}, {}
-    G = -(Y - P)
+    G = Y - P if "G_sign_flipped" in bugs else -(Y - P)
     if "relu_on_scores" in bugs:
         G = G * (S[k] > 0)
     if "bn_on_scores" in bugs:
@@ -226,9 +256,11 @@ def run(inputs, bugs=(), dtype=np.float64, g_batch=False):
         if bn:
             if "eval_batch_stats" in bugs:
                 m, v = Sc.mean(axis=1, keepdims=True), Sc.var(axis=1, keepdims=True)
+            elif "eval_running_before_update" in bugs:
+                m, v = f(inputs[f"mu_av{l}_init"]), f(inputs[f"var_av{l}_init"])
             else:
                 m, v = mu_av[l], var_av[l]
-            Sc = g2[l] * (Sc - m) / np.sqrt(v + eps) + be2[l]
+            Sc = g2[l] * normalize(Sc, m, v, "eval") + be2[l]
         Hc = np.maximum(0, Sc)
     out["P_eval"] = softmax(W2[k] @ Hc + b2[k])
     return out
@@ -246,10 +278,14 @@ def batch_norm_back_pass(G, S, mu, var, eps, bugs):
     D = S - mu
     c = np.sum(G2 * D, axis=1, keepdims=True)
     out = G1
+    if "bn_back_stats_constant" in bugs:  # mu and var held constant: G1 alone
+        return out
+    mean_sign = 1 if "bn_back_mean_term_sign" in bugs else -1
+    var_sign = 1 if "bn_back_var_term_sign" in bugs else -1
     if "bn_back_no_mean_term" not in bugs:
-        out = out - np.sum(G1, axis=1, keepdims=True) / n
+        out = out + mean_sign * np.sum(G1, axis=1, keepdims=True) / n
     if "bn_back_no_var_term" not in bugs:
-        out = out - D * c / n
+        out = out + var_sign * D * c / n
     return out
 
 

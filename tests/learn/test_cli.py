@@ -189,3 +189,45 @@ def test_python_import_failures_exit_2(tmp_path, capsys):
         assert err.startswith("klayer: error: ") and err.count("\n") == 1
     with pytest.raises(SystemExit):
         main(["check", "--python", "x:f"])  # --case is required with --python
+
+
+def one_error_line(capsys):
+    err = capsys.readouterr().err
+    assert err.startswith("klayer: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_a_ragged_or_text_file_is_one_line_naming_file_and_quantity(tmp_path, capsys):
+    assert main(["vectors", "--case", "3layer_bn", "--out", str(tmp_path / "v.json")]) == 0
+    doc = json.loads((tmp_path / "v.json").read_text())
+    doc["S1"][1] = doc["S1"][1][:3]
+    (tmp_path / "ragged.json").write_text(json.dumps(doc))
+    capsys.readouterr()
+    for argv in (
+        ["check", str(tmp_path / "ragged.json"), "--case", "3layer_bn"],
+        ["check", str(tmp_path / "ragged.json")],
+    ):
+        assert main(argv) == 2
+        assert "ragged.json: S1: rows of different lengths" in one_error_line(capsys)
+    np.savez(tmp_path / "text.npz", S1=np.array(doc["S1"][0], dtype=str), case_name="3layer_bn")
+    assert main(["check", str(tmp_path / "text.npz")]) == 2
+    assert "text.npz: S1: text, not numbers" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("tol", ["-1", "0", "nan", "inf"])
+def test_tol_is_range_checked(tmp_path, capsys, tol):
+    assert main(["vectors", "--case", "2layer", "--out", str(tmp_path / "v.npz")]) == 0
+    capsys.readouterr()
+    assert main(["check", str(tmp_path / "v.npz"), "--tol", tol]) == 2
+    assert "tolerance must be a finite number above 0" in one_error_line(capsys)
+
+
+def test_missing_cifar_names_what_works(tmp_path, capsys):
+    (tmp_path / "mine.json").write_text('{"loss": 2.3}')
+    for argv in (
+        ["vectors", "--case", "cifar_3layer_bn", "--out", str(tmp_path / "c.npz"), "--data", str(tmp_path)],
+        ["check", str(tmp_path / "mine.json"), "--case", "cifar_3layer_bn", "--data", str(tmp_path)],
+    ):
+        assert main(argv) != 0
+        err = one_error_line(capsys)
+        assert "--data" in err and "KLAYER_DATA" in err and "--no-download" not in err

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from klayer.errors import DataError, KlayerError
 from klayer.learn import CASES, case_inputs, compute, quantity_names, read_values, reference_vectors, write_vectors
+from klayer.learn.check import DEFAULT_TOL
 from klayer.learn.vectors import describe_name, split_name, to_layout
 from klayer.network import Network, NetworkConfig, loss_and_grads
 
@@ -111,16 +112,28 @@ def test_the_step_the_running_averages_and_evaluation_mode(case):
         np.testing.assert_allclose(v[f"{p}_next"], v[p] - c.eta * v[f"grad_{p}"])
     state = {}
     for l in range(1, c.n_layers if c.batch_norm else 1):
-        # from mu_av = 0 and var_av = 1: 0.9 * 0 + 0.1 * mu, 0.9 * 1 + 0.1 * var
+        # from mu_av = 0 and var_av = 1 ... 0.3: 0.9 * 0 + 0.1 * mu, 0.9 * var_av_init + 0.1 * var
         np.testing.assert_array_equal(v[f"mu_av{l}_init"], 0)
-        np.testing.assert_array_equal(v[f"var_av{l}_init"], 1)
+        m = c.hidden[l - 1]
+        np.testing.assert_allclose(v[f"var_av{l}_init"], 0.3 ** (np.arange(m) / (m - 1)), rtol=1e-12)
         np.testing.assert_allclose(v[f"mu_av{l}"], 0.1 * v[f"mu{l}"])
-        np.testing.assert_allclose(v[f"var_av{l}"], 0.9 + 0.1 * v[f"var{l}"])
+        np.testing.assert_allclose(v[f"var_av{l}"], 0.9 * v[f"var_av{l}_init"] + 0.1 * v[f"var{l}"])
         state[f"mu{l}"], state[f"var{l}"] = v[f"mu_av{l}"], v[f"var_av{l}"]
     after = Network(
         NetworkConfig(c.d, c.hidden, c.C, c.batch_norm, eps=c.eps), {p: v[f"{p}_next"] for p in c.param_names()}, state
     )
     np.testing.assert_allclose(v["P_eval"], after.predict_proba(v["X"]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["2layer_bn", "3layer_bn"])
+def test_eps_matters_in_evaluation_mode(case):
+    """The running variances start below 1, so that eps left out shows in P_eval too."""
+    c = CASES[case]
+    v = compute(case)
+    state = {f"{s}{l}": v[f"{s}_av{l}"] for l in range(1, c.n_layers) for s in ("mu", "var")}
+    params = {p: v[f"{p}_next"] for p in c.param_names()}
+    no_eps = Network(NetworkConfig(c.d, c.hidden, c.C, True, eps=1e-300), params, state).predict_proba(v["X"])
+    assert np.abs(no_eps - v["P_eval"]).max() / np.abs(v["P_eval"]).max() > 4 * DEFAULT_TOL
 
 
 @pytest.mark.parametrize("case", SMALL)

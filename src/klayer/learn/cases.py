@@ -17,8 +17,10 @@ formula leaves a trace, which is what lets the checker tell the mistakes apart:
   derivative of ReLU at 0 matter;
 - ``eps = 1e-3``, larger than one trains with, so that where ``eps`` goes shows;
 - ``lam = 0.1`` and ``eta = 0.1``, so that the penalty and the step are far above round-off;
-- the running averages start at ``mu_av = 0`` and ``var_av = 1`` (``mu_av{l}_init``,
-  ``var_av{l}_init``), not at the batch's statistics, so that their update shows.
+- the running averages start at ``mu_av = 0`` and ``var_av`` from 1 down to 0.3 across the units
+  (``mu_av{l}_init``, ``var_av{l}_init``), not at the batch's statistics, so that their update
+  shows, and so that leaving ``eps`` out in evaluation mode changes ``P_eval`` by more than 4
+  times the default tolerance (smaller ones would saturate the softmax of ``P_eval`` after the step).
 
 The CIFAR-10 case uses the first ``n`` images of ``data_batch_1``, every one of the 3072 features,
 standardized with the mean and standard deviation (1/N) of all 10000 images of ``data_batch_1``
@@ -32,9 +34,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import KlayerError
+from ..errors import DataError, KlayerError
 
 __all__ = ["Case", "CASES", "get_case", "case_inputs"]
+
+NO_CIFAR = (
+    "no CIFAR-10 here (the python, binary or matlab version, as a folder or .tar.gz); the CIFAR case "
+    "reads it and never downloads it: give --data DIR or set KLAYER_DATA to the folder that holds it"
+)
 
 
 @dataclass(frozen=True)
@@ -117,17 +124,57 @@ def get_case(name) -> Case:
     return CASES[name]
 
 
+def _cifar_batch(data_root: str | None):
+    """data_batch_1 as ``(X uint8 (10000, 3072), y)``."""
+    from ..data.cifar10 import default_data_dir, find_cifar10, load_cifar10
+
+    root = data_root or default_data_dir()
+    if find_cifar10(root) is None:
+        raise DataError(root, NO_CIFAR)
+    return load_cifar10(root, download_missing=False, batches=("data_batch_1",)).batches["data_batch_1"]
+
+
 @functools.lru_cache(maxsize=2)
 def _cifar_rows(n: int, data_root: str | None):
     """The first ``n`` images of data_batch_1, standardized with the whole batch's statistics
     (read once per process; callers copy)."""
-    from ..data.cifar10 import default_data_dir, load_cifar10
     from ..data.prepare import feature_stats, standardize
 
-    raw = load_cifar10(data_root or default_data_dir(), download_missing=False, batches=("data_batch_1",))
-    X, y = raw.batches["data_batch_1"]
+    X, y = _cifar_batch(data_root)
     mean, std = feature_stats(X)
     return standardize(X[:n], mean, std, "float64"), y[:n].copy()
+
+
+@functools.lru_cache(maxsize=1)
+def _cifar_variants(n: int, data_root: str | None) -> dict:
+    X, _ = _cifar_batch(data_root)
+    N = len(X)
+    total, squares = np.zeros(X.shape[1]), np.zeros(X.shape[1])
+    for start in range(0, N, 1000):  # float64 sums without a 250 MB copy of the batch
+        chunk = X[start : start + 1000].astype(np.float64)
+        total += chunk.sum(axis=0)
+        squares += (chunk**2).sum(axis=0)
+    mean = total / N
+    std = np.sqrt(np.maximum(squares / N - mean**2, 0))
+    gmean = mean.mean()
+    gstd = np.sqrt(squares.sum() / (N * X.shape[1]) - gmean**2)
+    first = X[:n].astype(np.float64)
+    return {
+        "prep_std_unbiased": [(first - mean) / (std * np.sqrt(N / (N - 1)))],
+        "prep_global_stats": [(first - gmean) / gstd],
+        "prep_stats_of_the_batch": [
+            (first - first.mean(axis=0)) / np.where(first.std(axis=0) > 0, first.std(axis=0), 1)
+        ],
+        "prep_not_standardized": [first, first / 255, first - mean, (first - mean) / 255],
+    }
+
+
+def cifar_preprocessing_variants(case, data_root=None) -> dict:
+    """The CIFAR case's ``X`` as common preprocessing mistakes make it: mistake id -> list of
+    ``(n, d)`` arrays (one per way of making it), klayer's layout."""
+    case = get_case(case)
+    variants = _cifar_variants(case.n, None if data_root is None else str(data_root))
+    return {m: [a.copy() for a in arrays] for m, arrays in variants.items()}
 
 
 def case_inputs(case, data_root=None) -> dict[str, np.ndarray]:
@@ -141,7 +188,7 @@ def case_inputs(case, data_root=None) -> dict[str, np.ndarray]:
     Returns
     -------
     dict: ``X (n, d)``, ``Y (n, C)``, ``y (n,)`` int64 in ``[0, C)``; ``W{l} (m_l, m_{l-1})``,
-    ``b{l}, gamma{l}, beta{l} (m_l,)``; ``mu_av{l}_init`` (zeros) and ``var_av{l}_init`` (ones)
+    ``b{l}, gamma{l}, beta{l} (m_l,)``; ``mu_av{l}_init`` (zeros) and ``var_av{l}_init`` (1 down to 0.3)
     for batch-norm layers; 0-d arrays ``lam, eta, eps, bn_alpha``.
     """
     case = get_case(case)
@@ -169,7 +216,7 @@ def case_inputs(case, data_root=None) -> dict[str, np.ndarray]:
     if case.batch_norm:
         for l, m in enumerate(case.hidden, start=1):
             v[f"mu_av{l}_init"] = np.zeros(m)
-            v[f"var_av{l}_init"] = np.ones(m)
+            v[f"var_av{l}_init"] = np.geomspace(1.0, 0.3, m)
     for key in ("lam", "eta", "eps", "bn_alpha"):
         v[key] = np.array(float(getattr(case, key)))
     return v

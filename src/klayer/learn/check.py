@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import KlayerError
-from .cases import CASES, Case, case_inputs, get_case
+from ..errors import DataError, KlayerError
+from .cases import CASES, Case, case_inputs, cifar_preprocessing_variants, get_case
 from .mistakes import CATALOGUE, Mistake, applicable_mistakes
 from .vectors import (
     LAYOUTS,
@@ -44,11 +44,19 @@ from .vectors import (
     to_layout,
 )
 
-__all__ = ["DEFAULT_TOL", "Row", "CheckResult", "check", "check_function", "load_function"]
+__all__ = ["DEFAULT_TOL", "Row", "CheckResult", "check", "check_function", "load_function", "check_tol"]
+
+BN_BASES = {"gamma", "beta", "mu", "var", "S_hat", "S_tilde", "mu_av", "var_av"}
 
 DEFAULT_TOL = 1e-4
 MATCH_FACTOR = 10  # a mistake reproduces a value when within MATCH_FACTOR * tol of it
+INPUT_TOL_FACTOR = 0.1  # inputs are read, not computed: right within tol / 10 (CIFAR's std with 1/(N-1) is 5e-5 off)
 INPUTS_HINT = "it is an input of the case: read it from the vectors file (klayer vectors --case {case} --out FILE)"
+CIFAR_X_HINT = (
+    "X is each of the 3072 features standardized with its mean and standard deviation (1/N) over all 10000 "
+    "images of data_batch_1, then the first n images; or read it from the vectors file "
+    "(klayer vectors --case {case} --out FILE)"
+)
 
 
 @dataclass
@@ -142,12 +150,24 @@ class CheckResult:
             lines.append(f"  {r.name:<15} {str(r.shape):<13} {err:>10}  {verdict}{mark}{note}")
         lines.append("")
         n_wrong = sum(not r.ok for r in self.rows)
-        lines.append(f"{len(self.rows)} quantities compared, {n_wrong} wrong; {len(self.missing)} not in your values")
+        inputs = case_inputs_names(case) if case else set()
+        n_in = sum(q in inputs for q in self.missing)
+        absent = [f"{n_in} of the case's inputs (given, so nothing to check)"] if n_in else []
+        if len(self.missing) > n_in:
+            absent.append(f"{_count(len(self.missing) - n_in, 'computed quantity')} (not checked)")
+        lines.append(
+            f"{_count(len(self.rows), 'quantity')} compared, {n_wrong} wrong"
+            + (f"; not in your values: {', '.join(absent)}" if absent else "")
+        )
         if self.ignored:
             lines.append(f"ignored (not names of this case): {', '.join(self.ignored)}")
         lines += [f"note: {n}" for n in self.notes]
         if self.passed:
-            lines.append(f"all {len(self.rows)} quantities you gave are right")
+            lines.append(
+                "the 1 quantity you gave is right"
+                if len(self.rows) == 1
+                else f"all {len(self.rows)} quantities you gave are right"
+            )
             return "\n".join(lines)
         lines.append(f"first wrong: {self.first_wrong} ({self.first_wrong_label})")
         if self.pattern:
@@ -157,9 +177,48 @@ class CheckResult:
             lines.append(f"  the formula: {self.mistake.formula}")
             if self.also:
                 lines.append(f"  (also consistent with: {', '.join(self.also)})")
+        elif (formula := definition(self.first_wrong)) is not None:
+            lines.append("no catalogued mistake reproduces it; compare your code with its definition:")
+            lines.append(f"  {formula}")
         else:
-            lines.append("no catalogued mistake reproduces it; compare your code with the formula for it")
+            lines.append("no catalogued mistake reproduces it")
         return "\n".join(lines)
+
+
+def _count(k: int, word: str) -> str:
+    """``"1 quantity"``, ``"2 quantities"``."""
+    return f"{k} {word}" if k == 1 else f"{k} {word[:-1]}ies" if word.endswith("y") else f"{k} {word}s"
+
+
+DEFINITIONS = {  # base name -> its definition in the assignments' notation (column layout)
+    "S": "S_l = W_l X_(l-1) + b_l 1_n^T, with X_0 = X and X_l = H_l",
+    "mu": "mu_l = (1/n) S_l 1_n",
+    "var": "var_l = (1/n) ((S_l - mu_l 1_n^T) .^ 2) 1_n",
+    "S_hat": "S_hat_l = diag(var_l + eps)^(-1/2) (S_l - mu_l 1_n^T)",
+    "S_tilde": "S_tilde_l = gamma_l .* S_hat_l + beta_l",
+    "H": "H_l = max(0, S_tilde_l) (without batch norm max(0, S_l))",
+    "P": "P = softmax(S_k): exp(s) / (1^T exp(s)) for each sample (column)",
+    "loss": "loss = (1/n) sum_i -log(y_i^T p_i)",
+    "cost": "cost = loss + lam sum_l ||W_l||^2",
+    "G": "G_k = (P - Y) / n; G_l = dJ/dS_l: W_(l+1)^T G_(l+1), times Ind(H_l > 0), then gamma_l and BatchNormBackPass",
+    "grad_W": "grad_W_l = G_l X_(l-1)^T + 2 lam W_l (G_l holding the 1/n)",
+    "grad_b": "grad_b_l = G_l 1_n",
+    "grad_gamma": "grad_gamma_l = (1/n) (G_batch .* S_hat_l) 1_n, G_batch after the ReLU mask",
+    "grad_beta": "grad_beta_l = (1/n) G_batch 1_n, G_batch after the ReLU mask",
+    "mu_av": "mu_av_l = alpha mu_av_l_init + (1 - alpha) mu_l",
+    "var_av": "var_av_l = alpha var_av_l_init + (1 - alpha) var_l",
+    "P_eval": "P_eval: the network after the step, batch norm with diag(var_av + eps)^(-1/2) (S - mu_av 1_n^T)",
+}
+
+
+def definition(name: str | None) -> str | None:
+    """The definition of a computed quantity (None for an input)."""
+    if name is None:
+        return None
+    base, _, suffix = split_name(name)
+    if suffix == "_next":
+        return f"{name} = {name[: -len(suffix)]} - eta grad_{name[: -len(suffix)]}"
+    return DEFINITIONS.get(base)
 
 
 # -- comparing -----------------------------------------------------------------------------------
@@ -175,41 +234,77 @@ def _scales(ref: dict, case: Case) -> dict:
 def _error(a, r, scale) -> float:
     if a.shape != r.shape:
         return float("inf")
+    if np.isnan(a).any():
+        return float("nan")
     if not np.all(np.isfinite(a)):
         return float("inf")
     return float(np.max(np.abs(a - r), initial=0.0) / scale)
 
 
 def _g_error(name, a, r, scale, n):
-    """Error of ``a``, and whether it holds the reference or (for ``G{l}``) n times it."""
+    """Error of ``a``, and whether it holds the reference or (for ``G{l}``) n times it.
+
+    The convention is the one nearer the best factor ``c`` in ``a ~ c r`` (nearer n than 1: above
+    sqrt(n) in size), so that ``-r`` is a sign flip of klayer's ``G``, not a wrong ``G_batch``.
+    """
     err = _error(a, r, scale)
-    if name.startswith("G") and name[1:].isdigit():
-        err_n = _error(a, n * r, n * scale)
-        if err_n < err:
-            return err_n, True
+    if name.startswith("G") and name[1:].isdigit() and a.shape == r.shape and np.all(np.isfinite(a)):
+        rr = float(np.sum(r * r))
+        if rr > 0 and abs(float(np.sum(a * r)) / rr) > np.sqrt(n):
+            return _error(a, n * r, n * scale), True
     return err, False
 
 
 # -- reading the student's values --------------------------------------------------------------
-def _as_array(value):
-    """A numeric float64 array, or None."""
+def _numeric(value):
+    """``(float64 array, None)``, or ``(None, why it is not numbers)``; text is never parsed."""
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu().numpy()
     try:
-        if hasattr(value, "detach"):  # a torch tensor
-            value = value.detach().cpu().numpy()
         a = np.asarray(value)
+    except ValueError:  # nested lists of different lengths
+        return None, "rows of different lengths (a ragged nested list): every row needs the same length"
+    if a.dtype.kind in "USO" and any(isinstance(x, str | bytes) for x in np.ravel(a).tolist()):
+        return None, "text, not numbers (save the numbers themselves, not strings)"
+    try:
         if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
             a = np.asarray(value, dtype=np.float64)
-        if np.iscomplexobj(a):
-            return None
-        return a.astype(np.float64)
     except (TypeError, ValueError):
-        return None
+        return None, "not a numeric array"
+    if np.iscomplexobj(a):
+        return None, "not a numeric array (complex)"
+    return a.astype(np.float64), None
+
+
+def _as_array(value):
+    """A numeric float64 array, or None."""
+    return _numeric(value)[0]
+
+
+def _refuse_unusable(raw: dict, path) -> None:
+    """Raise for a file entry named like a quantity (of any case) that does not hold numbers."""
+    known = {q for c in CASES.values() if c.source == "random" for q in quantity_names(c)}
+    for name, value in raw.items():
+        if name in known:
+            why = _numeric(value)[1]
+            if why is not None:
+                raise DataError(path, f"{name}: {why}")
+
+
+def _meta(raw: dict, key: str):
+    """``case_name`` or ``layout`` as a str (a 0-d text array read from a .npz included), or None."""
+    x = raw.get(key)
+    if isinstance(x, np.ndarray) and x.dtype.kind in "US" and x.size == 1:
+        x = str(x.ravel()[0])
+    return x if isinstance(x, str) else None
 
 
 def _infer_case(raw: dict) -> Case:
     """The case a student's values belong to: their ``case_name``, else the one whose shapes fit."""
-    name = raw.get("case_name")
-    if isinstance(name, str) and name in CASES:
+    name = _meta(raw, "case_name")
+    if name is not None:
+        if name not in CASES:
+            raise KlayerError(f"the values' case_name {name!r} is not a case; the cases are {', '.join(CASES)}")
         return CASES[name]
     fits = []
     for case in CASES.values():
@@ -221,6 +316,10 @@ def _infer_case(raw: dict) -> Case:
         if all(_as_array(raw[q]) is not None and np.size(raw[q]) == np.prod(shapes[q], dtype=int) for q in given):
             fits.append((len(given), case))
     if not fits:
+        every = {q: None for c in CASES.values() for q in quantity_names(c)}
+        if not any(q in every for q in raw):
+            got = ", ".join(_suggest(q, every) for q in raw if q not in META) or "nothing"
+            raise KlayerError(f"none of the values is a quantity of any case (got {got})")
         raise KlayerError("cannot tell which case these values are for; give the case (--case NAME)")
     best = max(k for k, _ in fits)
     top = [c for k, c in fits if k == best]
@@ -266,7 +365,7 @@ def _detect_layout(raw: dict, ref: dict, declared) -> str:
     votes = {"klayer": 0, "assignment": 0}
     for name, r in ref.items():
         if name in raw and kind_of(name, r) == "rows" and r.shape[0] != r.shape[1]:
-            shape = np.shape(raw[name])
+            shape = np.shape(a) if (a := _as_array(raw[name])) is not None else None
             if shape == r.shape:
                 votes["klayer"] += 1
             elif shape == r.shape[::-1]:
@@ -331,6 +430,8 @@ def _shape_problem(name, a_shape, ref_shape, kind, layout, n) -> tuple[str, str 
 # -- patterns ----------------------------------------------------------------------------------
 def _axis_words(name, kind):
     """What the rows and columns of a quantity are, in klayer's layout."""
+    if kind == "labels":
+        return "sample", None
     if kind == "rows":
         cols = "feature" if name == "X" else "class" if name in ("Y", "P", "P_eval") else "unit"
         return "sample", cols
@@ -346,15 +447,24 @@ def _factor_words(c, n):
         (2, "a factor 2"),
         (0.5, "a factor 1/2"),
         (-1, "a factor -1: the sign flipped"),
+        (1 / np.log(2), "a factor 1/ln 2 = 1.443: log2 instead of the natural log?"),
+        (1 / np.log(10), "a factor 1/ln 10 = 0.4343: log10 instead of the natural log?"),
     )
     for value, words in special:
         if abs(c - value) <= 1e-6 * abs(value):
             return words
+    if c < 0:
+        return f"a constant factor {c:.4g}: the sign flipped, and a factor {-c:.4g}"
     return f"a constant factor {c:.4g}"
 
 
-def _pattern(name, a, r, scale, tol, kind, n) -> str:
-    """One sentence describing how ``a`` differs from the reference ``r`` (same shape)."""
+def _special_factor(c, n) -> bool:
+    return not _factor_words(c, n).startswith("a constant factor")
+
+
+def _pattern(name, a, r, scale, tol, kind, n, layout="klayer") -> str:
+    """One sentence describing how ``a`` differs from the reference ``r`` (same shape, klayer's
+    layout); rows and columns are named as they are in the student's ``layout``."""
     if not np.all(np.isfinite(a)):
         bad = int(np.sum(~np.isfinite(a)))
         return f"{bad} of {a.size} entries are NaN or infinite (a division by zero, or log of 0?)"
@@ -362,10 +472,12 @@ def _pattern(name, a, r, scale, tol, kind, n) -> str:
     def close(b):
         return _error(a, b, scale) <= tol
 
-    if a.size == 1:
+    if a.size == 1:  # two numbers always differ by some factor: name it only when it means something
         yours, theirs = float(a.ravel()[0]), float(r.ravel()[0])
-        ratio = f": off by {_factor_words(yours / theirs, n)}" if theirs else ""
-        return f"yours {yours:.6g}, reference {theirs:.6g}{ratio}"
+        if theirs and _special_factor(yours / theirs, n):
+            return f"yours {yours:.6g}, reference {theirs:.6g}: off by {_factor_words(yours / theirs, n)}"
+        ratio = f", yours / reference = {yours / theirs:.4g}" if theirs else ""
+        return f"yours {yours:.6g}, reference {theirs:.6g} (yours - reference = {yours - theirs:.4g}{ratio})"
 
     if a.ndim == 2 and a.shape[0] == a.shape[1] and close(r.T):
         return "it is the reference transposed"
@@ -378,8 +490,15 @@ def _pattern(name, a, r, scale, tol, kind, n) -> str:
         d = float(np.mean(a - r))
         if close(r + d):
             return f"off by a constant offset {d:.4g} (yours = reference + {d:.4g})"
-    if a.ndim == 2:
-        for axis, word in ((0, "rows"), (1, "columns")):
+    words = ("columns", "rows") if kind == "rows" and layout == "assignment" else ("rows", "columns")
+    bad = np.abs(a - r) > tol * scale
+    if a.ndim == 2:  # one offset per column (axis 0 averaged), then per row, in more than one of them
+        for axis in (0, 1):
+            if bad.any(axis=axis).sum() > 1 and close(r + np.mean(a - r, axis=axis, keepdims=True)):
+                what = _axis_words(name, kind)[1 - axis]
+                bias = ": a bias added or left out?" if split_name(name)[0] == "S" and what == "unit" else ""
+                return f"off by an offset per {what} (yours = reference + one value per {what}{bias})"
+        for axis, word in ((0, words[0]), (1, words[1])):
             A, R = (a, r) if axis == 0 else (a.T, r.T)
             if len(A) > 64:
                 continue
@@ -388,7 +507,6 @@ def _pattern(name, a, r, scale, tol, kind, n) -> str:
             if None not in match and match != list(range(len(A))) and sorted(match) == list(range(len(A))):
                 what = _axis_words(name, kind)[axis]
                 return f"the right values in a different order of {what}s ({word} permuted)"
-    bad = np.abs(a - r) > tol * scale
     if a.size > 1 and not bad.all():
         row_word, col_word = _axis_words(name, kind)
         if a.ndim == 2:
@@ -411,15 +529,15 @@ def _list1(idx):
 # -- the check ---------------------------------------------------------------------------------
 def _compare(raw, ref, case, layout, tol):
     """Rows of the table, the student's values in klayer's layout, notes, and shape problems."""
-    scales, n = _scales(ref, case), case.n
+    scales, n, inputs = _scales(ref, case), case.n, case_inputs_names(case)
     rows, student, notes, shape_hints = [], {}, [], {}
     g_factor = False
     for name in (q for q in ref if q in raw):
         r = ref[name]
         kind = kind_of(name, r)
-        a = _as_array(raw[name])
+        a, why = _numeric(raw[name])
         if a is None:
-            rows.append(Row(name, tuple(np.shape(raw[name])), None, False, "not a numeric array"))
+            rows.append(Row(name, (), None, False, why))
             continue
         k = _to_klayer(a, r.shape, kind, layout)
         if k is None:
@@ -436,7 +554,7 @@ def _compare(raw, ref, case, layout, tol):
             rows.append(Row(name, a.shape, float(np.mean(k != r)), ok, "" if ok else "labels differ"))
             continue
         err, times_n = _g_error(name, k, r, scales[name], n)
-        ok = err <= tol
+        ok = err <= (tol * INPUT_TOL_FACTOR if name in inputs else tol)
         g_factor |= times_n and ok
         note = ("n x reference: G_batch, accepted" if ok else "compared as G_batch, n x reference") if times_n else ""
         rows.append(Row(name, a.shape, err, ok, note))
@@ -469,16 +587,23 @@ def check(values, case=None, *, layout: str = "auto", tol: float = DEFAULT_TOL, 
     KlayerError
         Unreadable values, an unknown case, or no quantity of the case among the values.
     """
-    raw = read_values(values) if isinstance(values, str | os.PathLike) else dict(values)
+    check_tol(tol)
+    if isinstance(values, str | os.PathLike):
+        raw = read_values(values)
+        _refuse_unusable(raw, values)
+    else:
+        raw = dict(values)
     if layout not in ("auto", *LAYOUTS):
         raise KlayerError(f"unknown layout {layout!r}; use auto, klayer or assignment")
     case = get_case(case) if case is not None else _infer_case(raw)
     ref = compute(case, data_root=data_root)
     names = [q for q in ref if q in raw]
-    ignored = [_suggest(q, ref) for q in raw if q not in ref and q not in META]
+    ignored = [_suggest(q, ref, case) for q in raw if q not in ref and q not in META]
     if not names:
-        raise KlayerError(f"none of the values is a quantity of case {case.name} (got {', '.join(raw) or 'nothing'})")
-    layout = _detect_layout(raw, ref, raw.get("layout") if layout == "auto" else layout)
+        raise KlayerError(
+            f"none of the values is a quantity of case {case.name} (got {', '.join(ignored) or 'nothing'})"
+        )
+    layout = _detect_layout(raw, ref, _meta(raw, "layout") if layout == "auto" else layout)
     rows, student, notes, shape_hints = _compare(raw, ref, case, layout, tol)
     scales, n = _scales(ref, case), case.n
     result = CheckResult(
@@ -501,13 +626,30 @@ def check(values, case=None, *, layout: str = "auto", tol: float = DEFAULT_TOL, 
     else:
         kind = kind_of(q, ref[q])
         times = n if "G_batch" in first.note else 1  # the assignments' G_batch: compare with n x reference
-        result.pattern = _pattern(q, student[q], times * ref[q], times * scales[q], tol, kind, n)
-        if q in case_inputs_names(case):
+        result.pattern = _pattern(q, student[q], times * ref[q], times * scales[q], tol, kind, n, layout)
+        if q == "X" and case.source == "cifar":  # the student's own preprocessing: say what differs
+            found = _preprocessing_match(case, student[q], scales[q], tol, data_root)
+            if not found:
+                result.pattern += "; " + CIFAR_X_HINT.format(case=case.name)
+        elif q in case_inputs_names(case):
             result.pattern += "; " + INPUTS_HINT.format(case=case.name)
-        found = _match(case, ref, raw, student, rows, q, tol, layout)
+            found = _match(case, ref, raw, student, rows, q, tol, layout)
+        else:
+            found = _match(case, ref, raw, student, rows, q, tol, layout)
     if found:
         result.mistake, result.also = found[0], [m.id for m in found[1:]]
     return result
+
+
+def check_tol(tol) -> float:
+    """``tol`` as a float, or a :class:`KlayerError` unless it is a finite number above 0."""
+    try:
+        value = float(tol)
+    except (TypeError, ValueError):
+        raise KlayerError(f"the tolerance must be a number, got {tol!r}") from None
+    if not (np.isfinite(value) and value > 0):
+        raise KlayerError(f"the tolerance must be a finite number above 0 (e.g. {DEFAULT_TOL:g}), got {tol!r}")
+    return value
 
 
 def case_inputs_names(case) -> set:
@@ -519,15 +661,44 @@ def case_inputs_names(case) -> set:
     return names
 
 
-def _suggest(name, ref):
-    close = difflib.get_close_matches(name, list(ref), n=1, cutoff=0.7)
+def _squash(name: str) -> str:
+    """``"Shat1"``, ``"S_hat1"`` and ``"s_hat1"`` alike; ``dW1`` and ``gradW1`` as ``grad_W1``."""
+    key = name.lower().replace("_", "")
+    for prefix in ("grad", "d"):
+        if key.startswith(prefix) and key[len(prefix) :][:1].isalpha():
+            return "grad" + key[len(prefix) :]
+    return key
+
+
+def _suggest(name, ref, case=None):
+    """``name``, with the name of ``ref`` it was probably meant to be, or why it is not one."""
+    squashed = {}
+    for q in ref:
+        squashed.setdefault(_squash(q), q)
+    close = [squashed[_squash(name)]] if _squash(name) in squashed else []
+    if case is not None and not close:
+        base = split_name(name)[0].removeprefix("grad_")
+        if not case.batch_norm and base in BN_BASES:
+            return f"{name} (batch norm: case {case.name} has none)"
+        if name in {q for c in CASES.values() for q in quantity_names(c)}:
+            return f"{name} (not a quantity of case {case.name}: another case's?)"
+    close = close or difflib.get_close_matches(name, list(ref), n=1, cutoff=0.7)
     return f"{name} (did you mean {close[0]}?)" if close else name
+
+
+def _preprocessing_match(case, X, scale, tol, data_root) -> list[Mistake]:
+    """The catalogued preprocessing mistakes whose ``X`` is the student's."""
+    variants = cifar_preprocessing_variants(case, data_root)
+    return [
+        CATALOGUE[m] for m, Xs in variants.items() if any(_error(X, V, scale) <= tol * INPUT_TOL_FACTOR for V in Xs)
+    ]
 
 
 def _match(case, ref, raw, student, rows, q, tol, layout, shape=None) -> list[Mistake]:
     """Catalogued mistakes reproducing the student's value of ``q``, best first.
 
-    A mistake qualifies when it changes ``q`` to the student's value and disagrees with at most
+    A mistake qualifies when it changes ``q`` by more than ``tol`` to the student's value (within
+    ``MATCH_FACTOR * tol``, and within half its change: nearer it than the reference) and disagrees with at most
     one of the quantities the student had right before ``q`` (a mistake made in one place of two,
     e.g. a penalty on the biases in their gradient but not in the cost). Best: the fewest such
     disagreements, then the most later quantities reproduced.
@@ -549,8 +720,14 @@ def _match(case, ref, raw, student, rows, q, tol, layout, shape=None) -> list[Mi
             got = None if target.shape == ref[q].shape else _to_klayer(shape, target.shape, kind_of(q, target), layout)
             if got is None or not _close(q, got, target, scales, mtol, n):
                 continue
-        elif not _close(q, student[q], target, scales, mtol, n) or _close(q, ref[q], target, scales, mtol, n):
-            continue  # not the student's value, or the mistake does not change it here
+        else:  # the mistake changes q beyond tol, and the student's value is near it: nearer than the reference
+            change = (
+                _g_error(q, target, ref[q], scales[q], n)[0]
+                if q != "y"
+                else float(not _close(q, ref[q], target, scales, tol, n))
+            )
+            if not (change > tol and _close(q, student[q], target, scales, min(mtol, change / 2), n)):
+                continue
         disagree = sum(not _close(p, student[p], v[p], scales, mtol, n) for p in before)
         if disagree <= 1:
             reproduced = sum(_close(p, student[p], v[p], scales, mtol, n) for p in after)
@@ -609,6 +786,7 @@ def check_function(fn, case, *, layout: str = "klayer", tol: float = DEFAULT_TOL
     layout.
     """
     case = get_case(case)
+    check_tol(tol)
     if layout not in LAYOUTS:
         raise KlayerError(f"unknown layout {layout!r}; use klayer or assignment")
     given = to_layout(case_inputs(case, data_root), layout)

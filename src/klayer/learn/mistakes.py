@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import layers
+from ..network import NetworkConfig, forward
 from .vectors import BatchNormOut, Computation
 
-__all__ = ["Mistake", "CATALOGUE", "catalogued", "applicable_mistakes", "normalized_with"]
+__all__ = ["Mistake", "CATALOGUE", "PREPROCESSING", "catalogued", "applicable_mistakes", "normalized_with"]
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,50 @@ class BnStatsWrongAxis(Computation):
         return np.full_like(avg, np.nan)  # the shapes do not fit: undefined
 
 
+@catalogued(
+    "bn_train_running_stats",
+    summary="training mode normalizes with the running averages mu_av, var_av (updated or not) instead of "
+    "the batch's mean and variance",
+    formula=f"{BN_FORWARD}: in training S_hat = diag(var + eps)^(-1/2) (S - mu 1_n^T), mu and var of this batch",
+    batch_norm=True,
+)
+class BnTrainRunningStats(Computation):
+    def statistics(self, mu, var):
+        """The averages the normalization uses: updated with this batch's ``mu, var``."""
+        l, alpha = self.layer, float(self.inputs["bn_alpha"])
+        return self.running(self.inputs[f"mu_av{l}_init"], mu, alpha, 0, False), self.running(
+            self.inputs[f"var_av{l}_init"], var, alpha, 0, True
+        )
+
+    def batchnorm(self, S, gamma, beta, eps):
+        r = super().batchnorm(S, gamma, beta, eps)
+        used = normalized_with(S, gamma, beta, *self.statistics(r.mu, r.var), eps)
+        return BatchNormOut(r.mu, r.var, used.S_hat, used.S_tilde, used.out, used.cache)
+
+
+@catalogued("bn_train_running_stats")
+class BnTrainRunningInit(BnTrainRunningStats):
+    def statistics(self, mu, var):  # the averages before the update
+        return self.inputs[f"mu_av{self.layer}_init"], self.inputs[f"var_av{self.layer}_init"]
+
+
+@catalogued(
+    "relu_before_bn",
+    summary="ReLU is applied to S before batch norm (batch norm of max(0, S)); it comes after: max(0, S_tilde)",
+    formula=f"{BN_FORWARD}: S_hat = BatchNormalize(S), S_tilde = gamma .* S_hat + beta, then X_l = max(0, S_tilde)",
+    batch_norm=True,
+)
+class ReluBeforeBn(Computation):
+    def batchnorm(self, S, gamma, beta, eps):
+        return super().batchnorm(np.maximum(S, 0), gamma, beta, eps)
+
+    def relu(self, Z):
+        return Z
+
+    def relu_back(self, dH, layer):
+        return dH
+
+
 # -- linear layers, softmax, cost -------------------------------------------------------------
 @catalogued(
     "weight_transposed_forward",
@@ -199,6 +244,12 @@ class WeightTransposedForward(Computation):
 class BiasMissing(Computation):
     def linear(self, H, W, b):
         return super().linear(H, W, np.zeros_like(b))
+
+
+@catalogued("bias_missing")
+class BiasMissingLast(Computation):
+    def linear(self, H, W, b):  # in the last layer only
+        return super().linear(H, W, np.zeros_like(b) if self.layer == self.case.n_layers else b)
 
 
 @catalogued(
@@ -270,6 +321,74 @@ class LossMeanOverClasses(Computation):
 
 
 @catalogued(
+    "loss_wrong_log",
+    summary="the cross-entropy takes log2 or log10 (a factor 1/ln 2 or 1/ln 10); it is the natural log",
+    formula="J = (1/n) sum_i -log(y_i^T p_i) + lam sum_l ||W_l||^2, log the natural logarithm (MATLAB log, np.log)",
+)
+class LossLog2(Computation):
+    def head(self, S, y, Y):
+        P, loss, dS = super().head(S, y, Y)
+        return P, loss / np.log(2), dS
+
+
+@catalogued("loss_wrong_log")
+class LossLog10(Computation):
+    def head(self, S, y, Y):
+        P, loss, dS = super().head(S, y, Y)
+        return P, loss / np.log(10), dS
+
+
+@catalogued(
+    "loss_eps_in_log",
+    summary="a small number is added inside the log (log(p + 1e-k)); the loss is -log(p), exactly",
+    formula="J = (1/n) sum_i -log(y_i^T p_i) + lam sum_l ||W_l||^2",
+)
+class LossEpsInLog(Computation):
+    """``-log(p + e)``; a student's "safe log" with one of the common epsilons (the invisible ones,
+    which change no quantity of a case, drop out of the match)."""
+
+    e = 1e-3
+
+    def head(self, S, y, Y):
+        P, _, dS = super().head(S, y, Y)
+        return P, float(-np.log(P[np.arange(len(y)), y] + self.e).mean()), dS
+
+
+for _e in (1e-2, 1e-4, 1e-5, 1e-6):
+    catalogued("loss_eps_in_log")(type(f"LossEpsInLog{_e:.0e}", (LossEpsInLog,), {"e": _e}))
+
+
+@catalogued(
+    "onehot_shifted",
+    summary="the one-hot Y is built from shifted labels (y - 1 or y + 1: 0- and 1-based labels mixed up), "
+    "so each sample's 1 sits in the neighbouring class",
+    formula="Y(:, i) = e_(y_i), the one-hot column of sample i's own class",
+)
+class OnehotShiftedDown(Computation):
+    shift = -1
+
+    def head(self, S, y, Y):
+        shifted = (y + self.shift) % Y.shape[1]
+        return super().head(S, shifted, np.eye(Y.shape[1])[shifted])
+
+
+@catalogued("onehot_shifted")
+class OnehotShiftedUp(OnehotShiftedDown):
+    shift = 1
+
+
+@catalogued(
+    "reg_half_in_cost",
+    summary="the cost's penalty is (lam/2) sum_l ||W_l||^2 (another course's convention); here it is "
+    "lam sum_l ||W_l||^2, whose gradient is 2 lam W",
+    formula="J = (1/n) sum_i l_cross(x_i, y_i) + lam sum_l ||W_l||^2",
+)
+class RegHalfInCost(Computation):
+    def cost(self, loss, params, lam):
+        return super().cost(loss, params, lam / 2)
+
+
+@catalogued(
     "cost_no_reg",
     summary="the cost is missing the penalty lam * sum_l ||W_l||^2",
     formula="J = (1/n) sum_i l_cross(x_i, y_i) + lam sum_l ||W_l||^2",
@@ -337,6 +456,17 @@ class RegGradMissing(Computation):
 
 
 # -- backward ---------------------------------------------------------------------------------
+@catalogued(
+    "G_sign_flipped",
+    summary="the gradient of the loss with respect to the scores has the wrong sign: Y - P instead of -(Y - P) = P - Y",
+    formula="backward pass: G_batch = -(Y - P), then grad_W_k = (1/n) G_batch X_(k-1)^T + 2 lam W_k",
+)
+class GSignFlipped(Computation):
+    def head(self, S, y, Y):
+        P, loss, dS = super().head(S, y, Y)
+        return P, loss, -dS
+
+
 class _ScaledGrads(Computation):
     """Parameter gradients (their data terms) multiplied by ``factor(n)``; ``G`` unchanged."""
 
@@ -431,6 +561,48 @@ class BnBackNoVarTerm(Computation):
         _, dgamma, dbeta = super().bn_back(dZ, cache)
         G = dZ * gamma
         return inv_std * (G - G.mean(axis=0)), dgamma, dbeta
+
+
+@catalogued(
+    "bn_back_stats_constant",
+    summary="batch-norm backward treats mu and var as constants (G .* sigma1 only): both the mean term and the "
+    "variance term are missing",
+    formula=BN_BACKWARD,
+    batch_norm=True,
+)
+class BnBackStatsConstant(Computation):
+    def bn_back(self, dZ, cache):
+        S_hat, inv_std, gamma = cache
+        _, dgamma, dbeta = super().bn_back(dZ, cache)
+        return inv_std * dZ * gamma, dgamma, dbeta
+
+
+@catalogued(
+    "bn_back_mean_term_sign",
+    summary="batch-norm backward adds the mean term (1/n) (G1 1_n) 1_n^T instead of subtracting it",
+    formula=BN_BACKWARD,
+    batch_norm=True,
+)
+class BnBackMeanTermSign(Computation):
+    def bn_back(self, dZ, cache):
+        S_hat, inv_std, gamma = cache
+        _, dgamma, dbeta = super().bn_back(dZ, cache)
+        G = dZ * gamma
+        return inv_std * (G + G.mean(axis=0) - S_hat * (G * S_hat).mean(axis=0)), dgamma, dbeta
+
+
+@catalogued(
+    "bn_back_var_term_sign",
+    summary="batch-norm backward adds the variance term (1/n) D .* (c 1_n^T) instead of subtracting it",
+    formula=BN_BACKWARD,
+    batch_norm=True,
+)
+class BnBackVarTermSign(Computation):
+    def bn_back(self, dZ, cache):
+        S_hat, inv_std, gamma = cache
+        _, dgamma, dbeta = super().bn_back(dZ, cache)
+        G = dZ * gamma
+        return inv_std * (G - G.mean(axis=0) + S_hat * (G * S_hat).mean(axis=0)), dgamma, dbeta
 
 
 @catalogued(
@@ -557,6 +729,35 @@ class EvalBatchStats(Computation):
 
 
 @catalogued(
+    "eval_running_before_update",
+    summary="evaluation mode uses the running averages from before the update (mu_av{l}_init, var_av{l}_init)",
+    formula="P_eval: batch norm with the running averages after the step, mu_av = alpha mu_av + (1 - alpha) mu",
+    batch_norm=True,
+)
+class EvalRunningBeforeUpdate(Computation):
+    def eval_probs(self, params, running, X):
+        if running is None:
+            return super().eval_probs(params, running, X)
+        before = {
+            f"{s}{l}": self.inputs[f"{s}_av{l}_init"] for l in range(1, self.case.n_layers) for s in ("mu", "var")
+        }
+        return super().eval_probs(params, before, X)
+
+
+@catalogued(
+    "eval_eps_missing",
+    summary="evaluation mode normalizes without eps: (S - mu_av) / sqrt(var_av)",
+    formula="assignment 3, testing: S_hat = diag(var_av + eps)^(-1/2) (S - mu_av 1_n^T), with the case's eps",
+    batch_norm=True,
+)
+class EvalEpsMissing(Computation):
+    def eval_probs(self, params, running, X):
+        c = self.case  # eps = 0; NetworkConfig wants it positive, and 1e-300 is 0 next to any variance
+        config = NetworkConfig(c.d, c.hidden, c.C, c.batch_norm, eps=1e-300)
+        return layers.softmax(forward(params, X, config, train=running is None, bn_state=running)[0])
+
+
+@catalogued(
     "eval_before_step",
     summary="P_eval is computed with the parameters before the step; it is the network after the step",
     formula="P_eval: the network after one step (W_next, b_next, ...) in evaluation mode",
@@ -581,6 +782,22 @@ CATALOGUE["reduced_wrong_axis"] = Mistake(
     "a sum or mean is taken over the units instead of over the samples (one value per sample, not per unit)",
     "grad_b_l = (1/n) G_batch 1_n, mu = (1/n) S 1_n: sums over the n samples (along the rows of the d x n matrices)",
 )
+
+
+PREPROCESSING_FORMULA = (
+    "assignment 2, preprocessing: X = (X - mean_X) ./ std_X, mean_X and std_X of each feature over all 10000 images "
+    "of data_batch_1, std with 1/N (np.std, MATLAB std(X, 1, 2))"
+)
+PREPROCESSING = {  # recognized by comparing X with these preprocessings (klayer.learn.cases), not by a computation
+    "prep_std_unbiased": "X is standardized with the unbiased standard deviation (1/(N-1): MATLAB std(X, 0, 2), "
+    "np.std(ddof=1)); it is 1/N",
+    "prep_global_stats": "X is standardized with one mean and one standard deviation over all pixels; each of the "
+    "3072 features has its own",
+    "prep_stats_of_the_batch": "X is standardized with the mean and standard deviation of the case's n images; they "
+    "are those of all 10000 images of data_batch_1",
+    "prep_not_standardized": "X is not standardized (raw, divided by 255, or centred only)",
+}
+CATALOGUE.update({id: Mistake(id, summary, PREPROCESSING_FORMULA) for id, summary in PREPROCESSING.items()})
 
 
 def applicable_mistakes(case) -> list[Mistake]:

@@ -82,11 +82,15 @@ class Computation:
     """The reference computation of one case, one overridable step per method (klayer layout).
 
     Arrays are float64, samples in rows: ``H: (n, m_in)``, ``W: (m_out, m_in)``, vectors ``(m,)``.
+    ``inputs`` are the case's inputs and ``layer`` the layer being computed (set by :func:`compute`),
+    for the mistakes that depend on them.
     """
 
-    def __init__(self, case: Case):
+    def __init__(self, case: Case, inputs: dict | None = None):
         self.case = case
         self.eps = case.eps
+        self.inputs = {} if inputs is None else inputs
+        self.layer = None
 
     def linear(self, H, W, b):
         """``S = H @ W.T + b`` and the cache of :func:`klayer.layers.linear_backward`."""
@@ -168,14 +172,15 @@ def compute(case, inputs=None, computation: type[Computation] = Computation, dat
     dict name -> float64 array (``y`` int64), in the order of :func:`quantity_names`.
     """
     case = get_case(case)
-    comp = computation(case)
     v = dict(case_inputs(case, data_root) if inputs is None else inputs)
+    comp = computation(case, dict(v))
     k, bn = case.n_layers, case.batch_norm
     eps, lam, eta, alpha = (float(v[s]) for s in ("eps", "lam", "eta", "bn_alpha"))
     params = {name: v[name] for name in case.param_names()}
     record = {}  # per layer: the forward values the backward pass needs
     H = v["X"]
     for l in range(1, k + 1):
+        comp.layer = l
         S, lin_cache = comp.linear(H, v[f"W{l}"], v[f"b{l}"])
         v[f"S{l}"] = S
         record[l] = {"S": S, "lin": lin_cache}
@@ -196,6 +201,7 @@ def compute(case, inputs=None, computation: type[Computation] = Computation, dat
 
     grads, dH = {}, None  # dH: the gradient with respect to the layer's output, from the layer above
     for l in range(k, 0, -1):
+        comp.layer = l
         if l < k:
             dZ = comp.relu_back(dH, record[l])
             if bn:
@@ -344,6 +350,13 @@ def _from_mat(x):
     return x
 
 
+def _meta_str(x):
+    """``case_name`` or ``layout`` as a str when it holds one string (a 0-d or 1-element text array)."""
+    if isinstance(x, np.ndarray) and x.dtype.kind in "US" and x.size == 1:
+        return str(x.ravel()[0])
+    return x
+
+
 def read_values(path) -> dict:
     """A student's (or klayer's) file as ``name -> value`` (arrays, numbers or strings).
 
@@ -358,9 +371,9 @@ def read_values(path) -> dict:
     if not path.is_file():
         raise DataError(path, "no such file")
     try:
-        if suffix == ".npz":
+        if suffix == ".npz":  # np.savez stores a string as a 0-d array: read case_name and layout as str
             with np.load(path, allow_pickle=False) as z:
-                return {name: z[name] for name in z.files}
+                return {name: _meta_str(z[name]) if name in META else z[name] for name in z.files}
         if suffix == ".mat":  # klayer's strict reader: a corrupt file cannot crash the process
             d = read_mat(path.read_bytes(), path)
             return _flatten({k: _from_mat(x) for k, x in d.items()}, {})
