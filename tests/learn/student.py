@@ -260,7 +260,8 @@ def run(inputs, bugs=(), dtype=np.float64, g_batch=False):
                 m, v = f(inputs[f"mu_av{l}_init"]), f(inputs[f"var_av{l}_init"])
             else:
                 m, v = mu_av[l], var_av[l]
-            Sc = g2[l] * normalize(Sc, m, v, "eval") + be2[l]
+            out[f"S_eval{l}"], out[f"S_hat_eval{l}"] = Sc, normalize(Sc, m, v, "eval")
+            Sc = g2[l] * out[f"S_hat_eval{l}"] + be2[l]
         Hc = np.maximum(0, Sc)
     out["P_eval"] = softmax(W2[k] @ Hc + b2[k])
     return out

@@ -95,7 +95,7 @@ ZOO = {
     "running_alpha_swapped": ("3layer_bn", "mu_av1", "running_alpha_swapped"),
     "running_init_batch": ("2layer_bn", "mu_av1", "running_init_batch"),
     "running_var_unbiased": ("3layer_bn", "var_av1", "running_var_unbiased"),
-    "eval_batch_stats": ("3layer_bn", "P_eval", "eval_batch_stats"),
+    "eval_batch_stats": ("3layer_bn", "S_hat_eval1", "eval_batch_stats"),
     "eval_before_step": ("3layer", "P_eval", "eval_before_step"),
     "update_wrong_sign": ("2layer_bn", "W1_next", "update_wrong_sign"),
     "G_sign_flipped": ("3layer_bn", "G3", "G_sign_flipped"),
@@ -106,8 +106,8 @@ ZOO = {
     "bn_train_running_stats": ("3layer_bn", "S_hat1", "bn_train_running_stats"),
     "bn_train_running_init": ("2layer_bn", "S_hat1", "bn_train_running_stats"),
     "relu_before_bn": ("3layer_bn", "mu1", "relu_before_bn"),
-    "eval_running_before_update": ("3layer_bn", "P_eval", "eval_running_before_update"),
-    "eval_eps_missing": ("3layer_bn", "P_eval", "eval_eps_missing"),
+    "eval_running_before_update": ("3layer_bn", "S_hat_eval1", "eval_running_before_update"),
+    "eval_eps_missing": ("3layer_bn", "S_hat_eval1", "eval_eps_missing"),
     "onehot_shifted": ("3layer_bn", "loss", "onehot_shifted"),
     "onehot_shifted_up": ("3layer", "loss", "onehot_shifted"),
     "reg_half_in_cost": ("3layer_bn", "cost", "reg_half_in_cost"),
@@ -474,6 +474,19 @@ def test_nan_entries_show_nan_not_inf():
     assert check({"S1": S}, "3layer_bn").rows[0].error == np.inf
 
 
+def test_a_wrong_evaluation_path_is_located_at_its_first_layer():
+    r = check(student("3layer_bn", {"eval_eps_missing"}), "3layer_bn")
+    assert (r.first_wrong, r.first_wrong_label) == ("S_hat_eval1", "S_hat_eval in layer 1")
+    assert next(row.ok for row in r.rows if row.name == "S_eval1")  # the layer's input was right
+    r = check(student("3layer_bn", {"eval_before_step"}), "3layer_bn")
+    assert (r.first_wrong, r.mistake_id) == ("S_eval1", "eval_before_step")
+    values = student("3layer_bn")  # layer 1 right, layer 2 normalized with the running averages before the step
+    ref = reference_vectors("3layer_bn", "assignment")
+    values["S_hat_eval2"] = (values["S_eval2"] - ref["mu_av2_init"]) / np.sqrt(ref["var_av2_init"] + ref["eps"])
+    r = check(values, "3layer_bn")
+    assert r.first_wrong == "S_hat_eval2" and r.first_wrong_label == "S_hat_eval in layer 2"
+
+
 def test_the_summary_lines_count_and_explain():
     ref = reference_vectors("3layer_bn")
     text = check({"S1": ref["S1"]}, "3layer_bn").format()
@@ -508,6 +521,72 @@ def test_unknown_names_get_suggestions_when_nothing_is_known():
         check({"Shat1": ref["S_hat1"]})
     r = check({"S1": reference_vectors("3layer")["S1"], "beta1": ref["beta1"], "grad_gamma1": 1.0}, "3layer")
     assert r.ignored == ["beta1 (batch norm: case 3layer has none)", "grad_gamma1 (batch norm: case 3layer has none)"]
+
+
+def test_more_unknown_names_get_the_reason_not_a_far_fetched_name():
+    ref = reference_vectors("3layer")
+    r = check({"S1": ref["S1"], "gradbeta1": 1.0, "dbeta1": 1.0, "Shat1": 1.0, "S4": 1.0, "dS2": 1.0}, "3layer")
+    assert r.ignored == [
+        "gradbeta1 (batch norm: case 3layer has none)",  # not grad_b1
+        "dbeta1 (batch norm: case 3layer has none)",
+        "Shat1 (batch norm: case 3layer has none)",
+        "S4 (case 3layer has 3 layers)",
+        "dS2 (did you mean G2? it is the gradient of the cost with respect to S2)",  # not S2
+    ]
+    r = check({"S1": reference_vectors("3layer_bn")["S1"], "gamma3": 1.0, "grad_beta3": 1.0}, "3layer_bn")
+    assert r.ignored == [  # not gamma2 and grad_beta2
+        "gamma3 (case 3layer_bn has batch norm in the hidden layers 1 to 2 only)",
+        "grad_beta3 (case 3layer_bn has batch norm in the hidden layers 1 to 2 only)",
+    ]
+
+
+def other_case_notes(result):
+    return [n for n in result.notes if "did you mean --case" in n]
+
+
+def test_values_of_another_case_say_which_case():
+    right = student("3layer")  # a correct implementation, checked against the wrong case
+    r = check(right, "3layer_bn")
+    n_given = len([q for q in right if q in reference_vectors("3layer")])
+    assert not r.passed and other_case_notes(r) == [
+        f"these values are right for case 3layer (all {n_given} of its quantities you gave): did you mean --case 3layer?"
+    ]
+    assert f"\nnote: these values are right for case 3layer (all {n_given}" in r.format()
+    bn = {**reference_vectors("3layer_bn"), "case_name": "3layer_bn"}
+    (note,) = other_case_notes(check(bn, "3layer"))
+    assert note.startswith("these values are right for case 3layer_bn, the case_name in your values (all ")
+    r = check(student("2layer"), "3layer")  # other shapes: S2 is 10 wide in 2layer, 8 in 3layer
+    assert other_case_notes(r) == [other_case_notes(r)[0]] and "right for case 2layer" in other_case_notes(r)[0]
+
+
+def test_a_buggy_implementation_checked_with_another_case_is_told_so_with_counts():
+    values = student("3layer", {"reg_grad_no_2"})
+    r = check(values, "3layer_bn")
+    right = sum(row.ok for row in check(values, "3layer").rows)
+    (note,) = other_case_notes(r)
+    assert (
+        note
+        == f"{right} of your {len(values)} values are right for case 3layer (0 for 3layer_bn): did you mean --case 3layer?"
+    )
+
+
+def test_no_other_case_is_suggested_for_a_bug_in_the_right_case():
+    for case, bug in (("3layer_bn", "eps_missing"), ("3layer", "bias_missing"), ("2layer_bn", "var_unbiased")):
+        values = student(case, {bug})
+        assert other_case_notes(check(values, case)) == []
+        assert other_case_notes(check({**values, **inputs_of(reference_vectors(case, "assignment"))}, case)) == []
+
+
+def test_the_shapes_of_another_case_are_enough_to_say_so():
+    rng = np.random.default_rng(0)  # wrong values of the CIFAR case's shapes: 3072 features, 50 units
+    values = {"S1": rng.standard_normal((50, 5)), "H1": rng.standard_normal((50, 5))}
+    r = check(values, "3layer_bn")
+    assert other_case_notes(r) == [
+        "these values fit case cifar_3layer_bn (its names and shapes): did you mean --case cifar_3layer_bn?"
+    ]
+    ref = reference_vectors("3layer_bn")  # only batch-norm names, checked with a case without it
+    with pytest.raises(KlayerError, match=r"of case 3layer \(got mu1 .*\); these values are right for case 3layer_bn"):
+        check({"mu1": ref["mu1"], "S_hat1": ref["S_hat1"]}, "3layer")
 
 
 def test_case_name_and_layout_as_numpy_strings_are_used(tmp_path):
@@ -550,7 +629,7 @@ def test_the_tolerance_is_range_checked(tol):
 # -- the CIFAR case: evaluation mode and preprocessing -----------------------------------------
 @pytest.mark.parametrize(
     "bug, first",
-    [("eval_eps_missing", "P_eval"), ("bn_back_stats_constant", "G2"), ("bn_train_running_stats", "S_hat1")],
+    [("eval_eps_missing", "S_hat_eval1"), ("bn_back_stats_constant", "G2"), ("bn_train_running_stats", "S_hat1")],
 )
 def test_more_of_the_zoo_in_the_cifar_case(bug, first, cifar_dir):
     result = check(

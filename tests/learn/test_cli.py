@@ -133,6 +133,14 @@ def crash(inputs):
     return 1 / 0
 
 
+def first_layer(W, X, b):
+    return W @ X + b  # the assignments' S = W X + b: klayer's layout does not fit it
+
+
+def columns(inputs):
+    return {"S1": first_layer(inputs["W1"], inputs["X"], inputs["b1"])}
+
+
 def not_a_dict(inputs):
     return [1, 2]
 """
@@ -179,6 +187,35 @@ def test_python_function_failures_are_one_line_and_exit_2(student_file, capsys, 
     err = capsys.readouterr().err
     assert err == f"klayer: error: {err.split('klayer: error: ')[1]}" and err.count("\n") == 1
     assert message in err
+
+
+def line_of(text, source=STUDENT_MODULE):
+    return source.splitlines().index(next(x for x in source.splitlines() if text in x)) + 1
+
+
+def test_a_raising_function_is_located_in_the_students_code(student_file, capsys):
+    # the innermost frame of the student's file: not klayer's, not NumPy's, and not the function called
+    assert main(["check", "--python", f"{student_file}:columns", "--case", "2layer_bn"]) == 2
+    err = one_error_line(capsys)
+    assert err.startswith("klayer: error: your function columns raised ValueError: matmul: ")
+    assert f"my_net.py:{line_of('return W @ X + b')}, in first_layer)" in err
+    assert "the inputs were in klayer's layout, one row per sample (X is 5 x 10)" in err
+    assert err.rstrip().endswith("add --layout assignment")
+    assert main(["check", "--python", f"{student_file}:columns", "--case", "2layer_bn", "--layout", "assignment"]) == 0
+    capsys.readouterr()
+    assert main(["check", "--python", f"{student_file}:crash", "--case", "2layer_bn"]) == 2
+    err = one_error_line(capsys)
+    assert f"ZeroDivisionError: division by zero (at {student_file}:{line_of('1 / 0')}, in crash)" in err
+    assert "layout" not in err  # not a shape problem: no layout hint
+
+
+def test_a_shape_error_in_the_assignment_layout_points_to_klayers_layout(tmp_path, capsys):
+    (tmp_path / "rows.py").write_text("def f(inputs):\n    return {'S1': inputs['X'] @ inputs['W1'].T}\n")
+    assert main(["check", "--python", f"{tmp_path / 'rows.py'}:f", "--case", "3layer", "--layout", "assignment"]) == 2
+    err = one_error_line(capsys)
+    assert "rows.py:2, in f);" in err
+    assert "the inputs were in the assignments' layout, one column per sample (X is 10 x 5)" in err
+    assert err.rstrip().endswith("use --layout klayer")
 
 
 def test_python_import_failures_exit_2(tmp_path, capsys):

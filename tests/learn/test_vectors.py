@@ -125,6 +125,26 @@ def test_the_step_the_running_averages_and_evaluation_mode(case):
     np.testing.assert_allclose(v["P_eval"], after.predict_proba(v["X"]), rtol=1e-12)
 
 
+@pytest.mark.parametrize("case", SMALL)
+def test_evaluation_mode_layer_by_layer(case):
+    """S_eval{l} and S_hat_eval{l}: the network after the step, normalized with the updated running averages."""
+    c, v = CASES[case], compute(case)
+    names = [q for q in v if "_eval" in q and q != "P_eval"]
+    if not c.batch_norm:
+        assert names == []
+        return
+    assert names == [f"{s}{l}" for l in range(1, c.n_layers) for s in ("S_eval", "S_hat_eval")]
+    assert list(v)[-len(names) - 1 :] == [*names, "P_eval"]
+    H = v["X"]
+    for l in range(1, c.n_layers):
+        np.testing.assert_allclose(v[f"S_eval{l}"], H @ v[f"W{l}_next"].T + v[f"b{l}_next"], rtol=1e-12, atol=1e-14)
+        S_hat = (v[f"S_eval{l}"] - v[f"mu_av{l}"]) / np.sqrt(v[f"var_av{l}"] + c.eps)
+        np.testing.assert_allclose(v[f"S_hat_eval{l}"], S_hat, rtol=1e-12, atol=1e-14)
+        H = np.maximum(v[f"gamma{l}_next"] * S_hat + v[f"beta{l}_next"], 0)
+    s = H @ v[f"W{c.n_layers}_next"].T + v[f"b{c.n_layers}_next"]
+    np.testing.assert_allclose(v["P_eval"], np.exp(s) / np.exp(s).sum(axis=1, keepdims=True), rtol=1e-12)
+
+
 @pytest.mark.parametrize("case", ["2layer_bn", "3layer_bn"])
 def test_eps_matters_in_evaluation_mode(case):
     """The running variances start below 1, so that eps left out shows in P_eval too."""

@@ -21,7 +21,10 @@ import difflib
 import importlib
 import importlib.util
 import os
+import re
 import sys
+import sysconfig
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -46,7 +49,7 @@ from .vectors import (
 
 __all__ = ["DEFAULT_TOL", "Row", "CheckResult", "check", "check_function", "load_function", "check_tol"]
 
-BN_BASES = {"gamma", "beta", "mu", "var", "S_hat", "S_tilde", "mu_av", "var_av"}
+BN_BASES = {"gamma", "beta", "mu", "var", "S_hat", "S_tilde", "mu_av", "var_av", "S_eval", "S_hat_eval"}
 
 DEFAULT_TOL = 1e-4
 MATCH_FACTOR = 10  # a mistake reproduces a value when within MATCH_FACTOR * tol of it
@@ -207,6 +210,10 @@ DEFINITIONS = {  # base name -> its definition in the assignments' notation (col
     "grad_beta": "grad_beta_l = (1/n) G_batch 1_n, G_batch after the ReLU mask",
     "mu_av": "mu_av_l = alpha mu_av_l_init + (1 - alpha) mu_l",
     "var_av": "var_av_l = alpha var_av_l_init + (1 - alpha) var_l",
+    "S_eval": "S_eval_l = W_l_next X_(l-1) + b_l_next 1_n^T, with X_0 = X and X_l = max(0, gamma_l_next .* "
+    "S_hat_eval_l + beta_l_next): evaluation mode, the network after the step",
+    "S_hat_eval": "S_hat_eval_l = diag(var_av_l + eps)^(-1/2) (S_eval_l - mu_av_l 1_n^T): the running averages "
+    "after the step, and the case's eps",
     "P_eval": "P_eval: the network after the step, batch norm with diag(var_av + eps)^(-1/2) (S - mu_av 1_n^T)",
 }
 
@@ -310,7 +317,7 @@ def _infer_case(raw: dict) -> Case:
     for case in CASES.values():
         names = set(quantity_names(case))
         given = [q for q in raw if q in names]
-        if not given or any(q.startswith(("gamma", "S_hat", "mu", "var")) for q in raw if q not in names):
+        if not given or any(q.startswith(("gamma", "S_hat", "S_eval", "mu", "var")) for q in raw if q not in names):
             continue
         shapes = _expected_shapes(case)
         if all(_as_array(raw[q]) is not None and np.size(raw[q]) == np.prod(shapes[q], dtype=int) for q in given):
@@ -599,11 +606,14 @@ def check(values, case=None, *, layout: str = "auto", tol: float = DEFAULT_TOL, 
     ref = compute(case, data_root=data_root)
     names = [q for q in ref if q in raw]
     ignored = [_suggest(q, ref, case) for q in raw if q not in ref and q not in META]
+    given_layout = _meta(raw, "layout") if layout == "auto" else layout
     if not names:
+        other = _other_case(raw, case, given_layout, tol, [])
         raise KlayerError(
             f"none of the values is a quantity of case {case.name} (got {', '.join(ignored) or 'nothing'})"
+            + (f"; {other}" if other else "")
         )
-    layout = _detect_layout(raw, ref, _meta(raw, "layout") if layout == "auto" else layout)
+    layout = _detect_layout(raw, ref, given_layout)
     rows, student, notes, shape_hints = _compare(raw, ref, case, layout, tol)
     scales, n = _scales(ref, case), case.n
     result = CheckResult(
@@ -612,6 +622,8 @@ def check(values, case=None, *, layout: str = "auto", tol: float = DEFAULT_TOL, 
     first = next((row for row in rows if not row.ok), None)
     if first is None:
         return result
+    if other := _other_case(raw, case, given_layout, tol, rows):
+        notes.insert(0, other)
     q = first.name
     result.first_wrong = q
     if q in shape_hints:
@@ -639,6 +651,59 @@ def check(values, case=None, *, layout: str = "auto", tol: float = DEFAULT_TOL, 
     if found:
         result.mistake, result.also = found[0], [m.id for m in found[1:]]
     return result
+
+
+def _other_case(raw, case, layout, tol, rows) -> str | None:
+    """``"these values ...: did you mean --case NAME?"`` when the values fit another case better.
+
+    Another case fits better when its reference agrees with more of the values than ``case``'s does
+    (``rows``: the comparison with ``case``), or, when none agrees, when the values have its
+    shapes and not those of ``case``, or hold more of its names. The CIFAR case is judged by shapes
+    only (its reference needs the data set).
+    """
+    right_here = sum(row.ok for row in rows)
+    here_names = set(quantity_names(case))
+    fits_here = _shapes_fit(raw, case)
+    declared = _meta(raw, "case_name")
+    best = None
+    for other in CASES.values():
+        names = set(quantity_names(other))
+        given = [q for q in raw if q in names]
+        if other is case or not given or not _shapes_fit(raw, other):
+            continue
+        right = None
+        if other.source != "cifar":
+            ref = compute(other)
+            right = sum(row.ok for row in _compare(raw, ref, other, _detect_layout(raw, ref, layout), tol)[0])
+        more_names = len(given) > len(here_names.intersection(raw))
+        if right is not None and right > right_here:
+            rank = (2 if right == len(given) else 1, right, other.name == declared)
+        elif right_here == 0 and (not fits_here or more_names):
+            rank = (0, len(given), other.name == declared)
+        else:
+            continue
+        if best is None or rank > best[0]:
+            best = (rank, other, right, len(given))
+    if best is None:
+        return None
+    (kind, *_), other, right, n_given = best
+    yours = ", the case_name in your values" if other.name == declared else ""
+    if kind == 2:
+        what = f"these values are right for case {other.name}{yours} (all {n_given} of its quantities you gave)"
+    elif kind == 1:
+        what = f"{right} of your {n_given} values are right for case {other.name}{yours} ({right_here} for {case.name})"
+    else:
+        what = f"these values fit case {other.name}{yours} (its names and shapes)"
+    return f"{what}: did you mean --case {other.name}?"
+
+
+def _shapes_fit(raw, case) -> bool:
+    """Whether every value named like a quantity of ``case`` has that quantity's number of entries."""
+    shapes = _expected_shapes(case)
+    given = [q for q in raw if q in shapes]
+    return bool(given) and all(
+        (a := _as_array(raw[q])) is not None and a.size == np.prod(shapes[q], dtype=int) for q in given
+    )
 
 
 def check_tol(tol) -> float:
@@ -670,6 +735,15 @@ def _squash(name: str) -> str:
     return key
 
 
+_BN_SQUASHED = {  # every batch-norm name of any layer up to 9, squashed
+    _squash(f"{prefix}{base}{l}{suffix}")
+    for base in BN_BASES
+    for prefix in ("", "grad_")
+    for l in range(1, 10)
+    for suffix in ("", "_next", "_init")
+}
+
+
 def _suggest(name, ref, case=None):
     """``name``, with the name of ``ref`` it was probably meant to be, or why it is not one."""
     squashed = {}
@@ -677,9 +751,17 @@ def _suggest(name, ref, case=None):
         squashed.setdefault(_squash(q), q)
     close = [squashed[_squash(name)]] if _squash(name) in squashed else []
     if case is not None and not close:
-        base = split_name(name)[0].removeprefix("grad_")
-        if not case.batch_norm and base in BN_BASES:
-            return f"{name} (batch norm: case {case.name} has none)"
+        bn_name = _squash(name) in _BN_SQUASHED  # Shat1, dbeta1, muav1 as well as S_hat1, grad_beta1, mu_av1
+        base, l, _ = split_name(name)
+        if bn_name or base.removeprefix("grad_") in BN_BASES:
+            if not case.batch_norm:
+                return f"{name} (batch norm: case {case.name} has none)"
+            if l is not None and l >= case.n_layers:
+                return f"{name} (case {case.name} has batch norm in the hidden layers 1 to {case.n_layers - 1} only)"
+        if l is not None and l > case.n_layers and f"{base}1" in squashed.values():
+            return f"{name} (case {case.name} has {case.n_layers} layers)"
+        if re.fullmatch(r"grads\d+", _squash(name)) and f"G{l}" in ref:
+            return f"{name} (did you mean G{l}? it is the gradient of the cost with respect to S{l})"
         if name in {q for c in CASES.values() for q in quantity_names(c)}:
             return f"{name} (not a quantity of case {case.name}: another case's?)"
     close = close or difflib.get_close_matches(name, list(ref), n=1, cutoff=0.7)
@@ -795,7 +877,67 @@ def check_function(fn, case, *, layout: str = "klayer", tol: float = DEFAULT_TOL
     try:
         out = fn(inputs)
     except BaseException as e:  # the student's code may raise anything
-        raise KlayerError(f"your function {name} raised {type(e).__name__}: {e}") from None
+        where = _student_frame(e.__traceback__, fn)
+        raise KlayerError(
+            f"your function {name} raised {type(e).__name__}: {str(e).rstrip()}"
+            + (f" (at {where})" if where else "")
+            + (f"; {_layout_hint(case, layout)}" if _looks_like_shapes(e) else "")
+        ) from None
     if not isinstance(out, dict):
         raise KlayerError(f"your function {name} returned {type(out).__name__}; it must return a dict of quantities")
     return check(out, case, layout=layout, tol=tol, data_root=data_root)
+
+
+_LIBRARY_DIRS = tuple(
+    os.path.join(os.path.realpath(d), "")
+    for d in {
+        *(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")),
+        str(Path(__file__).resolve().parents[1]),  # klayer itself
+    }
+)
+_SHAPE_WORDS = re.compile(r"shape|broadcast|dimension|align|mismatch|out of bounds|size \d|matmul|reshape", re.I)
+
+
+def _student_frame(tb, fn) -> str | None:
+    """``"file.py:LINE, in FUNCTION"`` for the innermost frame of the student's code in traceback ``tb``.
+
+    The student's code is any file outside klayer, the standard library and the installed packages
+    (their function's module may call their other modules); failing that, their function's file.
+    """
+    frames = traceback.extract_tb(tb)
+    own = [f for f in frames if not f.filename.startswith("<") and not _in_library(f.filename)]
+    if not own:
+        file = getattr(getattr(fn, "__code__", None), "co_filename", None)
+        own = [f for f in frames if f.filename == file]
+    if not own:
+        return None
+    frame = own[-1]
+    path = frame.filename
+    try:
+        path = os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else path
+    except ValueError:  # another drive on Windows
+        pass
+    return f"{path}:{frame.lineno}, in {frame.name}"
+
+
+def _in_library(filename: str) -> bool:
+    return os.path.realpath(filename).startswith(_LIBRARY_DIRS)
+
+
+def _looks_like_shapes(e: BaseException) -> bool:
+    """Whether an exception reads like arrays of shapes that do not fit together."""
+    return isinstance(e, ValueError | IndexError | TypeError) and bool(_SHAPE_WORDS.search(str(e)))
+
+
+def _layout_hint(case: Case, layout: str) -> str:
+    """What layout the inputs were in, and how to ask for the other one."""
+    n, d = case.n, case.d
+    if layout == "klayer":
+        return (
+            f"the inputs were in klayer's layout, one row per sample (X is {n} x {d}); if your code takes "
+            f"one column per sample (X is {d} x {n}, S = W X + b), add --layout assignment"
+        )
+    return (
+        f"the inputs were in the assignments' layout, one column per sample (X is {d} x {n}); if your code "
+        f"takes one row per sample (X is {n} x {d}, S = X W^T + b), use --layout klayer"
+    )

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import layers
-from ..network import NetworkConfig, forward
 from .vectors import BatchNormOut, Computation
 
 __all__ = ["Mistake", "CATALOGUE", "PREPROCESSING", "catalogued", "applicable_mistakes", "normalized_with"]
@@ -724,8 +723,8 @@ class RunningVarUnbiased(Computation):
     batch_norm=True,
 )
 class EvalBatchStats(Computation):
-    def eval_probs(self, params, running, X):
-        return super().eval_probs(params, None, X)
+    def eval_probs(self, params, running, X, eps=None):
+        return super().eval_probs(params, None, X, eps)
 
 
 @catalogued(
@@ -735,13 +734,13 @@ class EvalBatchStats(Computation):
     batch_norm=True,
 )
 class EvalRunningBeforeUpdate(Computation):
-    def eval_probs(self, params, running, X):
+    def eval_probs(self, params, running, X, eps=None):
         if running is None:
-            return super().eval_probs(params, running, X)
+            return super().eval_probs(params, running, X, eps)
         before = {
             f"{s}{l}": self.inputs[f"{s}_av{l}_init"] for l in range(1, self.case.n_layers) for s in ("mu", "var")
         }
-        return super().eval_probs(params, before, X)
+        return super().eval_probs(params, before, X, eps)
 
 
 @catalogued(
@@ -751,10 +750,8 @@ class EvalRunningBeforeUpdate(Computation):
     batch_norm=True,
 )
 class EvalEpsMissing(Computation):
-    def eval_probs(self, params, running, X):
-        c = self.case  # eps = 0; NetworkConfig wants it positive, and 1e-300 is 0 next to any variance
-        config = NetworkConfig(c.d, c.hidden, c.C, c.batch_norm, eps=1e-300)
-        return layers.softmax(forward(params, X, config, train=running is None, bn_state=running)[0])
+    def eval_probs(self, params, running, X, eps=None):
+        return super().eval_probs(params, running, X, eps=0.0)
 
 
 @catalogued(

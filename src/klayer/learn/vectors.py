@@ -11,14 +11,16 @@ inputs      ``X, Y, y, W{l}, b{l}, gamma{l}, beta{l}, mu_av{l}_init, var_av{l}_i
 forward     ``S{l}, mu{l}, var{l}, S_hat{l}, S_tilde{l}, H{l}`` for ``l < k``, then ``S{k}, P,
             loss, cost``
 backward    from ``l = k`` down to 1: ``grad_gamma{l}, grad_beta{l}, G{l}, grad_W{l}, grad_b{l}``
-step        ``mu_av{l}, var_av{l}``, then ``W{l}_next, b{l}_next, gamma{l}_next, beta{l}_next``,
-            then ``P_eval``
+step        ``mu_av{l}, var_av{l}``, then ``W{l}_next, b{l}_next, gamma{l}_next, beta{l}_next``
+evaluation  with batch norm ``S_eval{l}, S_hat_eval{l}`` for ``l < k``; then ``P_eval``
 =========== ================================================================================
 
 ``G{l}`` is the gradient of the cost with respect to ``S{l}``, the layer's scores before batch
 norm (for the last layer, before the softmax): ``G{k} = (P - Y) / n``. ``P_eval`` holds the class
 probabilities of ``X`` for the network after the step, in evaluation mode (batch norm with the
-running averages ``mu_av{l}, var_av{l}``).
+running averages ``mu_av{l}, var_av{l}``); in the cases with batch norm, ``S_eval{l}`` and
+``S_hat_eval{l}`` are that pass's scores and normalized scores, layer by layer, so that a wrong
+evaluation path is located at its first layer.
 
 Layouts: ``"klayer"`` has samples in rows (``X: (n, d)``, ``S = X @ W.T + b``, vectors ``(m,)``);
 ``"assignment"`` has samples in columns (``X: (d, n)``, ``S = W X + b``, vectors ``(m, 1)``).
@@ -37,7 +39,6 @@ import numpy as np
 from .. import layers
 from ..data.matfile import read_mat
 from ..errors import DataError, KlayerError
-from ..network import NetworkConfig, forward
 from .cases import Case, case_inputs, get_case
 
 __all__ = [
@@ -61,7 +62,7 @@ FORMATS = (".npz", ".mat", ".json")
 SCALARS = ("lam", "eta", "eps", "bn_alpha")
 META = ("case_name", "layout")
 # Quantities with one row per sample in klayer's layout (one column per sample in the assignments').
-ROW_BASES = {"X", "Y", "S", "S_hat", "S_tilde", "H", "P", "G", "P_eval"}
+ROW_BASES = {"X", "Y", "S", "S_hat", "S_tilde", "H", "P", "G", "S_eval", "S_hat_eval", "P_eval"}
 _NAME = re.compile(r"^(?P<base>.*?)(?P<layer>\d+)(?P<suffix>_next|_init)?$")
 
 
@@ -149,12 +150,32 @@ class Computation:
         """The parameters ``P_eval`` is computed with: those after the step."""
         return after
 
-    def eval_probs(self, params, running, X):
-        """Class probabilities of ``X`` in evaluation mode: batch norm with the running averages
-        ``running`` (``mu{l}, var{l}``), or with the batch's statistics when ``running`` is None."""
-        c = self.case
-        config = NetworkConfig(c.d, c.hidden, c.C, c.batch_norm, eps=c.eps)
-        return layers.softmax(forward(params, X, config, train=running is None, bn_state=running)[0])
+    def eval_probs(self, params, running, X, eps=None):
+        """``X`` through the network in evaluation mode, layer by layer: batch norm with the running
+        averages ``running`` (``mu{l}, var{l}``), or with the batch's statistics when ``running`` is
+        None, and ``eps`` (default the case's).
+
+        Returns
+        -------
+        dict: ``S_eval{l}, S_hat_eval{l}`` ``(n, m_l)`` for the hidden layers (with batch norm),
+        and ``P_eval`` ``(n, C)``.
+        """
+        c, out, H = self.case, {}, X
+        eps = c.eps if eps is None else eps
+        for l in range(1, c.n_layers):
+            S = layers.linear_forward(H, params[f"W{l}"], params[f"b{l}"])[0]
+            Z = S
+            if c.batch_norm:
+                if running is None:
+                    mu, var = S.mean(axis=-2), S.var(axis=-2)
+                else:
+                    mu, var = running[f"mu{l}"], running[f"var{l}"]
+                S_hat = layers.batchnorm_eval_forward(S, np.ones_like(mu), np.zeros_like(mu), mu, var, eps)
+                out[f"S_eval{l}"], out[f"S_hat_eval{l}"] = S, S_hat
+                Z = params[f"gamma{l}"] * S_hat + params[f"beta{l}"]
+            H = layers.relu_forward(Z)[0]
+        out["P_eval"] = layers.softmax(layers.linear_forward(H, params[f"W{c.n_layers}"], params[f"b{c.n_layers}"])[0])
+        return out
 
 
 def compute(case, inputs=None, computation: type[Computation] = Computation, data_root=None) -> dict:
@@ -224,7 +245,7 @@ def compute(case, inputs=None, computation: type[Computation] = Computation, dat
     after = {}
     for name in params:
         v[f"{name}_next"] = after[name] = comp.step(params[name], grads[name], eta)
-    v["P_eval"] = comp.eval_probs(comp.eval_params(params, after), running, v["X"])
+    v.update(comp.eval_probs(comp.eval_params(params, after), running, v["X"]))
     order = quantity_names(case)
     return {name: v[name] for name in order if name in v}
 
@@ -243,7 +264,10 @@ def quantity_names(case) -> list[str]:
         names += ([f"grad_gamma{l}", f"grad_beta{l}"] if bn and l < k else []) + [f"G{l}", f"grad_W{l}", f"grad_b{l}"]
     if bn:
         names += [f"{s}_av{l}" for l in range(1, k) for s in ("mu", "var")]
-    names += [f"{p}_next" for p in case.param_names()] + ["P_eval"]
+    names += [f"{p}_next" for p in case.param_names()]
+    if bn:
+        names += [f"{s}{l}" for l in range(1, k) for s in ("S_eval", "S_hat_eval")]
+    names += ["P_eval"]
     return names
 
 
