@@ -150,7 +150,7 @@ RANGES = [
     ("train.shuffle_seed", [-1, 2**63], [0, 2**63 - 1], []),
     ("train.dtype", ["float16", "double"], ["float32", "float64"], []),
     ("train.checkpoint_every", [-1], [0], []),
-    ("train.blas_threads", [0, -1], [1], []),
+    ("train.blas_threads", [0, -1, 257, 100000], [1, 256], []),
     ("augment.translate", [-1, 17], [0, 16], []),
     ("augment.padding", ["wrap", "zeros"], ["zero", "reflect", "edge"], []),
     ("augment.crop_scale", [0, -0.5, 1.01], [1e-300, 1], []),
@@ -680,6 +680,14 @@ CLI_BAD = [
     (["reproduce", "--seeds", "0"], "--seeds"),
     (["reproduce", "--jobs", "0"], "--jobs"),
     (["reproduce", "--jobs", "two"], "--jobs"),
+    (["train", "x.toml", "--blas-threads", "257"], "--blas-threads"),
+    (["gradcheck", "--hidden", str(2**20 + 1)], "--hidden"),
+    (["gradcheck", "--hidden", "0"], "--hidden"),
+    (["gradcheck", "--batch-size", str(10**5 + 1)], "--batch-size"),
+    (["gradcheck", "--h", "1e300"], "--h"),
+    (["gradcheck", "--h", "1e-5,2"], "--h"),
+    (["lr-range", "x.toml", "--eta-end", "1e308"], "--eta-end"),
+    (["lr-range", "x.toml", "--eta-start", "0"], "--eta-start"),
 ]
 
 
@@ -713,6 +721,12 @@ def test_cli_numbers_are_range_checked(argv, flag, capsys):
         (["sanity", "--hidden", "none"], "hidden", ()),
         (["reproduce", "--seeds", "1"], "seeds", 1),
         (["reproduce", "--jobs", "1"], "jobs", 1),
+        (["train", "x.toml", "--blas-threads", "256"], "blas_threads", 256),
+        (["gradcheck", "--hidden", f"{2**20},1"], "hidden", (2**20, 1)),
+        (["gradcheck", "--hidden", ""], "hidden", ()),
+        (["gradcheck", "--batch-size", str(10**5)], "batch_size", 10**5),
+        (["gradcheck", "--h", "1e-7,1"], "h", (1e-7, 1.0)),
+        (["lr-range", "x.toml", "--eta-end", "1000"], "eta_end", 1000.0),
     ],
 )
 def test_cli_boundary_numbers_are_accepted(argv, attr, value):
@@ -729,6 +743,18 @@ def test_cli_boundary_numbers_are_accepted(argv, attr, value):
 def test_cli_arguments_checked_together(argv, expected, capsys, tmp_path):
     assert main([*argv, "--data", str(tmp_path / "nodata"), "--no-download"]) == 2
     assert capsys.readouterr().err == f"klayer: error: {expected}\n"
+
+
+def test_out_of_memory_is_one_line(monkeypatch, capsys):
+    import klayer.cli
+
+    def allocate(args):
+        raise MemoryError("Unable to allocate 48.0 GiB for an array with shape (4096, 4096, 768)")
+
+    monkeypatch.setattr(klayer.cli, "cmd_gradcheck", allocate)
+    assert main(["gradcheck", "--source", "random"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("klayer: error: out of memory: Unable to allocate 48.0 GiB") and err.count("\n") == 1
 
 
 def test_sanity_n_beyond_the_data_is_one_line(rng):

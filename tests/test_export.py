@@ -147,6 +147,27 @@ def test_old_opsets_are_refused():
         onnx_model(SavedModel(net, None, None, {}), opset=13)
 
 
+def test_opsets_newer_than_the_installed_onnx_and_empty_paths_are_one_line_errors(tmp_path, capsys):
+    from klayer.cli import main
+    from klayer.errors import KlayerError
+    from klayer.runs.model import save_model
+
+    net = Network.init(NetworkConfig(4, (3,), 2), np.random.default_rng(0))
+    newest = onnx.defs.onnx_opset_version()
+    with pytest.raises(KlayerError, match=rf"opset {newest + 1} is newer than the installed onnx .* \(at most {newest}\)"):
+        onnx_model(SavedModel(net, None, None, {}), opset=newest + 1)
+    assert onnx_model(SavedModel(net, None, None, {}), opset=newest).opset_import[0].version == newest
+    save_model(tmp_path / "m.safetensors", net, np.zeros(4), np.ones(4), {"name": "m"})
+    for argv, message in (
+        (["--onnx", str(tmp_path / "x.onnx"), "--opset", str(newest + 1)], f"opset {newest + 1} is newer"),
+        (["--onnx", ""], "path is empty"),
+    ):
+        assert main(["export", str(tmp_path / "m.safetensors"), *argv]) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == [tmp_path / "m.safetensors"]
+
+
 def test_export_command_in_a_subprocess(trained, tmp_path):
     p = subprocess.run(
         [sys.executable, "-m", "klayer", "export", str(trained[2, False]), "--onnx", str(tmp_path / "x.onnx")],

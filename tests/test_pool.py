@@ -196,3 +196,13 @@ def test_the_progress_bar_counts_submitted_and_finished_tasks():
         assert bar.total == 5 and bar.refreshed == 5
     assert [f.result() for f in futures] == list(range(5))
     assert bar.n == 5
+
+
+@pytest.mark.parametrize("address", ["not a url", "tcp://127.0.0.1:notaport"])
+def test_a_malformed_scheduler_address_is_one_klayer_error(address):
+    pytest.importorskip("dask.distributed")
+    from klayer.errors import KlayerError
+
+    with pytest.raises(KlayerError, match=f"scheduler {address!r}: ") as info:
+        WorkerPool(1, scheduler=address)
+    assert "\n" not in str(info.value)

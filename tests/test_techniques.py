@@ -581,6 +581,15 @@ def test_cli_lr_range_writes_plot_and_summary(tmp_path, rng, capsys):
         main([*args, "--steps", "2"])
     assert e.value.code == 2
     assert main([*args, "--eta-start", "1", "--eta-end", "0.1"]) == 2
+    capsys.readouterr()
+    # a loss that blows up at once: the message says so, not "increase --steps"
+    assert main([*args, "--quiet", "--eta-start", "100", "--eta-end", "1000", "--out", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "diverged at update" in err and "lower --eta-start" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "x" / "lr_range.json").exists()
+    with pytest.raises(SystemExit) as e:  # beyond any sensible learning rate
+        main([*args, "--eta-end", "1e308"])
+    assert e.value.code == 2
 
 
 # -- ZCA whitening -----------------------------------------------------------------------------

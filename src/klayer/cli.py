@@ -14,6 +14,7 @@ import numpy as np
 
 from .cliargs import (
     UsageError,
+    finite_float,
     hidden_sizes,
     int_range,
     nonneg_float,
@@ -25,18 +26,7 @@ from .errors import KlayerError, one_line
 
 __all__ = ["main"]
 
-
-def _hidden(text: str) -> tuple[int, ...]:
-    text = text.strip()
-    if text.lower() in ("", "none"):
-        return ()
-    try:
-        sizes = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--hidden must be comma-separated integers, got {text!r}") from None
-    if any(m < 1 for m in sizes):
-        raise argparse.ArgumentTypeError(f"--hidden widths must be positive, got {text!r}")
-    return sizes
+MAX_ETA = 1e3  # the range test's largest learning rate: far beyond where any network diverges
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -141,8 +131,8 @@ def _number(kind, low: float, strict: bool):
 
 def _steps(text: str) -> tuple[float, ...]:
     steps = _floats(text)
-    if not all(np.isfinite(h) and h > 0 for h in steps):
-        raise argparse.ArgumentTypeError(f"step sizes must be positive and finite, got {text!r}")
+    if not all(np.isfinite(h) and 0 < h <= 1 for h in steps):
+        raise argparse.ArgumentTypeError(f"step sizes must be in (0, 1], got {text!r}")
     return steps
 
 
@@ -237,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=nonneg_int, metavar="N", help="train.seed (>= 0)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--retrain", action="store_true", help="start the run in --out over, replacing what it holds")
-    t.add_argument("--blas-threads", type=positive_int, metavar="N", help="BLAS threads (default 1)")
+    t.add_argument("--blas-threads", type=int_range(1, 256), metavar="N", help="BLAS threads, 1 .. 256 (default 1)")
     t.add_argument("--no-download", action="store_true", help="fail instead of downloading CIFAR-10")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
@@ -246,8 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     lr.add_argument("experiment", help="experiment file")
     lr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     lr.add_argument("--steps", type=int_range(3, 10**7), default=400, metavar="N", help="updates (default 400)")
-    lr.add_argument("--eta-start", type=positive_float, default=1e-5, metavar="ETA", help="first eta (default 1e-5)")
-    lr.add_argument("--eta-end", type=positive_float, default=1.0, metavar="ETA", help="last eta (default 1)")
+    eta = finite_float(above=0, max=MAX_ETA)
+    lr.add_argument("--eta-start", type=eta, default=1e-5, metavar="ETA", help="first eta (default 1e-5)")
+    lr.add_argument("--eta-end", type=eta, default=1.0, metavar="ETA", help="last eta (default 1, at most 1000)")
     lr.add_argument("--eval-every", type=positive_int, default=10, metavar="N", help="updates between evaluations")
     lr.add_argument("--out", metavar="DIR", help="folder for lr_range.png and lr_range.json")
     lr.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -257,13 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gradcheck", help="analytic against numerical gradients, as a table")
     g.add_argument(
         "--hidden",
-        type=_hidden,
+        type=hidden_sizes,
         default=(50,),
         help='hidden widths, e.g. 50,50 ("" or none: no hidden layer)',
     )
     g.add_argument("--batch-norm", action="store_true", help="batch norm on every hidden layer (needs a batch of 3+)")
     g.add_argument("--lam", type=_number(float, 0, False), default=0.0, help="L2 penalty, >= 0")
-    g.add_argument("--batch-size", type=_number(int, 1, False), default=10, help="samples, >= 1")
+    g.add_argument("--batch-size", type=int_range(1, 10**5), default=10, help="samples, 1 .. 100000")
     g.add_argument(
         "--dtype",
         choices=("float64", "float32"),
@@ -334,6 +325,10 @@ def main(argv=None) -> int:
     except OSError as e:  # a fault outside klayer's own file writing: still one line
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         print(f"klayer: error: {where}{one_line(e.strerror or e)}", file=sys.stderr)
+        return 1
+    except MemoryError as e:  # e.g. numpy's "Unable to allocate 48.0 GiB for an array with shape ..."
+        what = one_line(e) or "an allocation failed"
+        print(f"klayer: error: out of memory: {what} (lower the sizes: hidden widths, batch, images)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("klayer: interrupted", file=sys.stderr)

@@ -96,6 +96,7 @@ Fraction = Annotated[Float, Field(ge=0, lt=1)]  # [0, 1)
 NonNegative = Annotated[Float, Field(ge=0)]
 Positive = Annotated[Float, Field(gt=0)]
 Count = Annotated[Int, Field(ge=1)]
+MAX_THREADS = 256  # more BLAS threads than any machine here has cores only slows a run down
 NonNegInt = Annotated[Int, Field(ge=0)]
 
 
@@ -181,7 +182,7 @@ class TrainConfig:
     dtype : ``"float32"`` (fast) or ``"float64"``.
     checkpoint_every : >= 0, updates between checkpoints (0: only at the end and on Ctrl-C).
     snapshots : also save a model at the end of every cycle.
-    blas_threads : >= 1, BLAS threads of this training process.
+    blas_threads : 1 .. 256, BLAS threads of this training process (and of its evaluation pass).
     diagnostics : record per-layer activation and gradient statistics at every evaluation, on a
         fixed batch of 500 training images (see :mod:`klayer.diagnostics`).
     """
@@ -214,7 +215,7 @@ class TrainConfig:
     dtype: Literal["float32", "float64"] = "float32"
     checkpoint_every: NonNegInt = 1000
     snapshots: Bool = False
-    blas_threads: Count = 1
+    blas_threads: Annotated[Int, Field(ge=1, le=MAX_THREADS)] = 1
     diagnostics: Bool = False
 
     @model_validator(mode="after")

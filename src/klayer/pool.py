@@ -21,6 +21,8 @@ import os
 import threading
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 
+from .errors import KlayerError, one_line
+
 __all__ = ["WorkerPool", "PoolClosed"]
 
 
@@ -64,7 +66,10 @@ class WorkerPool:
         if scheduler:
             from dask.distributed import Client
 
-            self._client = Client(scheduler)
+            try:
+                self._client = Client(scheduler)
+            except Exception as e:  # a malformed or unreachable address, whatever Dask raises for it
+                raise KlayerError(f"scheduler {scheduler!r}: {one_line(e) or type(e).__name__}") from None
         else:
             ctx = multiprocessing.get_context("spawn")
             self._executor = ProcessPoolExecutor(

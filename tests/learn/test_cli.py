@@ -9,7 +9,8 @@ import pytest
 import scipy.io
 
 from klayer.cli import main
-from klayer.learn import CASES
+from klayer.errors import KlayerError
+from klayer.learn import CASES, check
 
 from .student import run
 
@@ -216,6 +217,21 @@ def test_a_shape_error_in_the_assignment_layout_points_to_klayers_layout(tmp_pat
     assert "rows.py:2, in f);" in err
     assert "the inputs were in the assignments' layout, one column per sample (X is 10 x 5)" in err
     assert err.rstrip().endswith("use --layout klayer")
+
+
+def test_odd_returns_and_multi_line_messages_are_one_line_errors(tmp_path, capsys):
+    (tmp_path / "odd.py").write_text(
+        "def int_key(inputs):\n    return {1: inputs['X']}\n"
+        "def two_lines(inputs):\n    raise RuntimeError('first line\\nsecond line')\n"
+    )
+    for target, message in (
+        ("int_key", "returned the key 1; the keys must be quantity names (str)"),
+        ("two_lines", "raised RuntimeError: first line second line"),
+    ):
+        assert main(["check", "--python", f"{tmp_path / 'odd.py'}:{target}", "--case", "3layer"]) == 2
+        assert message in one_error_line(capsys)
+    with pytest.raises(KlayerError, match="key 1 is not a quantity name"):
+        check({1: np.zeros(3), "S1": np.zeros((5, 10))}, case="3layer")
 
 
 def test_python_import_failures_exit_2(tmp_path, capsys):

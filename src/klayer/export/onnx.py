@@ -69,6 +69,9 @@ def onnx_model(model, opset: int = OPSET, image_shape=None):
 
     if opset < 17:
         raise KlayerError(f"opset {opset} is too old; klayer exports opset 17 or later")
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise KlayerError(f"opset {opset} is newer than the installed onnx {onnx.__version__} knows (at most {newest})")
     net = model.network
     cfg = net.config
     d, C = cfg.input_size, cfg.n_classes
@@ -134,5 +137,7 @@ def onnx_model(model, opset: int = OPSET, image_shape=None):
 
 def export_onnx(model, path, opset: int = OPSET):
     """Write ``model`` (a SavedModel) as an ONNX file at ``path``, atomically; return the path."""
+    if not str(path).strip():
+        raise KlayerError(f"the ONNX file's path is empty ({str(path)!r})")
     m = onnx_model(model, opset)
     return atomic_write(path, m.SerializeToString())

@@ -600,6 +600,9 @@ def check(values, case=None, *, layout: str = "auto", tol: float = DEFAULT_TOL, 
         _refuse_unusable(raw, values)
     else:
         raw = dict(values)
+        keys = [k for k in raw if not isinstance(k, str)]
+        if keys:
+            raise KlayerError(f"the values' key {keys[0]!r} is not a quantity name (str)")
     if layout not in ("auto", *LAYOUTS):
         raise KlayerError(f"unknown layout {layout!r}; use auto, klayer or assignment")
     case = get_case(case) if case is not None else _infer_case(raw)
@@ -885,6 +888,9 @@ def check_function(fn, case, *, layout: str = "klayer", tol: float = DEFAULT_TOL
         ) from None
     if not isinstance(out, dict):
         raise KlayerError(f"your function {name} returned {type(out).__name__}; it must return a dict of quantities")
+    keys = [k for k in out if not isinstance(k, str)]
+    if keys:
+        raise KlayerError(f"your function {name} returned the key {keys[0]!r}; the keys must be quantity names (str)")
     return check(out, case, layout=layout, tol=tol, data_root=data_root)
 
 

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import KlayerError
+from ..errors import KlayerError, one_line
 from .cases import CASES
 from .check import DEFAULT_TOL, check, check_function, load_function
 from .vectors import FORMATS, LAYOUTS, write_vectors
@@ -49,7 +49,7 @@ def cmd_check(args) -> int:
         else:
             result = check(args.file, args.case, layout=args.layout, tol=args.tol, data_root=_data_root(args))
     except KlayerError as e:  # unusable input: exit 2, not main()'s 1
-        print(f"klayer: error: {e}", file=sys.stderr)
+        print(f"klayer: error: {one_line(e)}", file=sys.stderr)
         return 2
     print(json.dumps(result.to_dict(), indent=1) if args.json else result.format())
     return result.exit_code

@@ -25,10 +25,17 @@ from .loop import Trainer
 __all__ = ["lr_range_test", "suggest_bounds"]
 
 
-def suggest_bounds(rows: list[dict]) -> dict:
+def suggest_bounds(rows: list[dict], diverged_at_step: int | None = None) -> dict:
     """``eta_min`` and ``eta_max`` from the rows' validation accuracies (see the module notes)."""
     pts = [(r["eta"], r["val_accuracy"]) for r in rows if r.get("val_accuracy") is not None]
     if len(pts) < 3:
+        if diverged_at_step is not None:
+            eta = rows[-1]["eta"] if rows else None
+            at = f" (eta {eta:.3g})" if eta is not None else ""
+            raise ConfigError(
+                f"the loss diverged at update {diverged_at_step}{at}, before 3 evaluations: "
+                "lower --eta-start and --eta-end"
+            )
         raise ConfigError("too few evaluations for a suggestion: increase --steps or lower --eval-every")
     etas, accs = np.array(pts).T
     peak = int(np.argmax(accs))
@@ -102,5 +109,5 @@ def lr_range_test(
         "n_val": len(yv),
         "rows": rows,
         "diverged_at_step": diverged,
-        "suggestion": suggest_bounds(rows),
+        "suggestion": suggest_bounds(rows, diverged),
     }
