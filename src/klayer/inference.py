@@ -59,7 +59,16 @@ def _warn_line(message: str) -> None:
 
 
 # -- evaluate ----------------------------------------------------------------------------------
-def evaluate_models(models, X: np.ndarray, y: np.ndarray, names=None, lam: float = 0.0) -> dict:
+def _finite_rows(P: np.ndarray) -> np.ndarray:
+    """Which rows of probabilities ``P: (n, C)`` are all finite, ``(n,)`` bool."""
+    return np.isfinite(P).all(axis=1)
+
+
+def _not_finite(what, dtype) -> str:
+    return f"the model's output for {what} is not finite (its features are too large for {dtype} arithmetic)"
+
+
+def evaluate_models(models, X: np.ndarray, y: np.ndarray, names=None, lam: float = 0.0, source="rows") -> dict:
     """Evaluate one model, or the probability-averaged ensemble of several, on raw rows.
 
     Parameters
@@ -68,6 +77,8 @@ def evaluate_models(models, X: np.ndarray, y: np.ndarray, names=None, lam: float
     X : (n, d) raw rows; y : (n,) class indices.
     names : a name per model (for the members table).
     lam : penalty for the reported ``cost`` (one model only).
+    source : where ``X`` came from, named when a row's probabilities are not finite (a
+        DataError: rows beyond the range of the models' arithmetic).
 
     Returns
     -------
@@ -80,15 +91,20 @@ def evaluate_models(models, X: np.ndarray, y: np.ndarray, names=None, lam: float
 
     names = list(names or (f"model {i}" for i in range(len(models))))
     check_members(models, names)
+    with np.errstate(all="ignore"):  # overflow shows as non-finite probabilities, refused below
+        P = models[0].predict_proba(X) if len(models) == 1 else None
+        r = None if P is not None else evaluate_ensemble(models, X, y)
+    P = P if P is not None else r["probabilities"]
+    finite = _finite_rows(P)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise DataError(source, _not_finite(f"row {row}", models[0].network.config.dtype))
     if len(models) == 1:
         m = models[0]
-        P = m.predict_proba(X)
         rep = classification_report(y, P, m.classes)
         penalty = float(weight_penalty(m.network.params, m.network.config))
         rep["cost"] = rep["loss"] + lam * penalty
     else:
-        r = evaluate_ensemble(models, X, y)
-        P = r["probabilities"]
         rep = classification_report(y, P, models[0].classes)
         rep["members"] = [{"model": n, **s} for n, s in zip(names, r["members"], strict=True)]
     rep["models"] = names
@@ -171,8 +187,18 @@ def _evaluation_data(args, first: Path, width: int, n_classes: int):
     return X, y, f"{args.split} split of {raw.source}"
 
 
+def _strict_json(obj, **kwargs) -> str:
+    """``obj`` as RFC 8259 JSON: a NaN or infinity (which the checks before should make
+    impossible) is an error, never a bare ``NaN`` token in the output."""
+    try:
+        return json.dumps(obj, allow_nan=False, **kwargs)
+    except ValueError:
+        raise KlayerError("internal error: a metric is not a finite number; nothing was written") from None
+
+
 def cmd_evaluate(args) -> int:
-    from .io import ensure_dir, write_json
+    from .data.validate import check_magnitude
+    from .io import atomic_write, ensure_dir
     from .runs import load_model
 
     paths = [Path(p) for p in args.models]
@@ -182,24 +208,26 @@ def cmd_evaluate(args) -> int:
             raise KlayerError(f"{p}: model has no standardization statistics; give its features with --rows")
     cfg = models[0].network.config
     X, y, what = _evaluation_data(args, paths[0], cfg.input_size, cfg.n_classes)
-    rep = evaluate_models(models, X, y, [str(p) for p in paths], args.lam)
+    source = args.rows or what
+    for m in models:
+        check_magnitude(X, source, m.mean, m.std, m.network.config.dtype)
+    rep = evaluate_models(models, X, y, [str(p) for p in paths], args.lam, source)
     P = rep.pop("probabilities")
     rep.update({"what": what, "split": None if args.rows else args.split})
+    text = _strict_json(rep, indent=1)
     if args.out:
         from .plots import plot_confusion
 
         out = ensure_dir(args.out)
         title = f"{'ensemble of ' + str(len(models)) if len(models) > 1 else paths[0].name}: {what}"
         plot_confusion(rep["confusion"], rep["classes"], out / "confusion.png", title[:90])
-        write_json(out / "metrics.json", rep)
+        atomic_write(out / "metrics.json", _strict_json(rep, indent=2, sort_keys=True) + "\n")
         if args.save_probabilities:
             buf = io.BytesIO()
             np.save(buf, P)
-            from .io import atomic_write
-
             atomic_write(out / "probabilities.npy", buf.getvalue())
     fmt = "json" if args.json else args.format
-    print(json.dumps(rep, indent=1) if fmt == "json" else format_evaluation(rep))
+    print(text if fmt == "json" else format_evaluation(rep))
     return 0
 
 
@@ -228,21 +256,28 @@ def predict_inputs(model, inputs, log=_warn_line) -> tuple[list[str], np.ndarray
     failed : how many inputs could not be used (each was reported through ``log``).
     """
     from .data.images import list_files, model_image_shape, read_image
-    from .data.validate import check_rows, load_npy
+    from .data.validate import check_magnitude, check_rows, load_npy
 
     d = model.network.config.input_size
+    dtype = model.network.config.dtype
     shape = model_image_shape(model.meta, d)
-    names, parts, failed = [], [], 0
+    names, parts, owners, failed = [], [], [], 0
     for arg in inputs:
         arg = Path(arg)
-        for f in list_files(arg):
+        files = list_files(arg)
+        if not files:
+            log(str(DataError(arg, "folder holds no files (hidden files are skipped)")))
+            failed += 1
+            continue
+        for f in files:
             try:
                 if f.suffix.lower() == ".npy":
                     if f != arg:  # folders hold images; .npy files are given one by one
                         raise DataError(f, "a .npy file inside a folder; give row files by name")
-                    X = check_rows(load_npy(f), f, d)
+                    X = check_magnitude(check_rows(load_npy(f), f, d), f, model.mean, model.std, dtype)
                     names += [f"{f}[{i}]" for i in range(len(X))]
                     parts.append(np.asarray(X, np.float64))
+                    owners += [str(f)] * len(X)
                     continue
                 if not f.exists():
                     raise DataError(f, "no such file")
@@ -255,9 +290,29 @@ def predict_inputs(model, inputs, log=_warn_line) -> tuple[list[str], np.ndarray
                 continue
             names.append(str(f))
             parts.append(row[None, :].astype(np.float64))
+            owners.append(str(f))
     if not parts:
         return [], np.empty((0, model.network.config.n_classes)), failed
-    return names, model.predict_proba(np.concatenate(parts)), failed
+    with np.errstate(all="ignore"):  # overflow shows as non-finite probabilities, dropped below
+        P = model.predict_proba(np.concatenate(parts))
+    finite = _finite_rows(P)
+    if not finite.all():  # one line per input with such a row; the other inputs are still predicted
+        owners = np.asarray(owners)
+        bad = list(dict.fromkeys(owners[~finite]))
+        for f in bad:
+            mine = np.flatnonzero(owners == f)
+            row = int(np.flatnonzero(~finite[mine])[0])
+            log(
+                str(
+                    DataError(
+                        f, _not_finite(f"row {row}" if len(mine) > 1 or f.lower().endswith(".npy") else "it", dtype)
+                    )
+                )
+            )
+        failed += len(bad)
+        keep = ~np.isin(owners, bad)
+        names, P = [n for n, k in zip(names, keep, strict=True) if k], P[keep]
+    return names, P, failed
 
 
 def format_predictions(names, P, classes, k: int = 3, fmt: str = "table") -> str:
@@ -265,7 +320,7 @@ def format_predictions(names, P, classes, k: int = 3, fmt: str = "table") -> str
     k = max(1, min(k, P.shape[1]))
     top = np.argsort(-P, axis=1, kind="stable")[:, :k]
     if fmt == "json":
-        return json.dumps(
+        return _strict_json(
             [
                 {"input": n, "top": [{"class": classes[j], "probability": float(p[j])} for j in t]}
                 for n, p, t in zip(names, P, top, strict=True)

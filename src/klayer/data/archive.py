@@ -37,6 +37,31 @@ def check_member(member: tarfile.TarInfo, archive) -> None:
         raise DataError(archive, f"unsafe member {name!r}: device or fifo")
 
 
+def _check_end(tar: tarfile.TarFile, archive, limit: int) -> None:
+    """Raise DataError unless the tar stream ends where the member listing stopped.
+
+    ``tarfile`` takes an unreadable header after the first member for the end of the archive,
+    silently; a damaged archive would then look like one that lacks its later members. A real end
+    is followed by zero blocks only, so anything else (or a gzip error) after it is damage.
+    """
+    stop = tar.offset
+    try:
+        tar.fileobj.seek(stop)
+        read = 0
+        while read < limit:
+            chunk = tar.fileobj.read(1 << 20)
+            if not chunk:
+                return
+            if chunk.count(0) != len(chunk):
+                break
+            read += len(chunk)
+        else:
+            return
+    except _ARCHIVE_ERRORS as e:
+        raise DataError(archive, f"damaged archive: unreadable after byte {stop} of the tar stream ({e})") from None
+    raise DataError(archive, f"damaged archive: unreadable tar header at byte {stop} of the tar stream")
+
+
 def _open(archive) -> tarfile.TarFile:
     try:
         return tarfile.open(archive, "r:*")
@@ -78,6 +103,9 @@ def read_members(archive, wanted: dict[str, str]) -> dict[str, bytes]:
                     if len(data) != member.size:
                         raise tarfile.ReadError("unexpected end of data")
                     found[wanted[base]] = data
+            _check_end(tar, archive, limit)
+        except DataError:  # a ValueError too: keep it as it is
+            raise
         except _ARCHIVE_ERRORS as e:
             raise DataError(archive, f"corrupt or truncated archive ({e})") from None
     return found
@@ -93,6 +121,10 @@ def safe_extract(archive, dest) -> Path:
     with _open(archive) as tar:
         try:
             members = tar.getmembers()
+            size = Path(archive).stat().st_size
+            _check_end(tar, archive, MAX_DEFLATE_RATIO * max(size, 1024))
+        except DataError:  # a ValueError too: keep it as it is
+            raise
         except _ARCHIVE_ERRORS as e:
             raise DataError(archive, f"corrupt or truncated archive ({e})") from None
         for member in members:

@@ -171,7 +171,7 @@ def parse_matlab_batch(data: bytes, path):
         raise DataError(path, "'data' is not a uint8 matrix")
     if not np.issubdtype(y.dtype, np.integer):
         raise DataError(path, "'labels' is not an integer vector")
-    return _check_batch(X, y.reshape(-1).astype(np.int64), path)
+    return _check_batch(X, y.reshape(-1), path)  # range-checked before the cast to int64
 
 
 _PARSERS = {

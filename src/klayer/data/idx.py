@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import DataError
 from ..io import MAX_DEFLATE_RATIO, read_at_most
 from .cifar10 import RawData
+from .validate import check_labels
 
 __all__ = ["read_idx", "parse_idx", "load_idx_folder"]
 
@@ -108,11 +109,13 @@ def load_idx_folder(folder) -> RawData:
         X, y = read_idx(ip), read_idx(lp)
         if X.ndim < 2 or X.dtype != np.uint8:
             raise DataError(ip, f"expected uint8 images of 2 or more dimensions, got {X.dtype} {X.shape}")
+        if len(X) == 0:
+            raise DataError(ip, f"holds no images (shape {X.shape})")
+        if 0 in X.shape[1:]:
+            raise DataError(ip, f"images of zero size (shape {X.shape})")
         if y.ndim != 1 or len(y) != len(X):
             raise DataError(lp, f"{y.shape} labels for {len(X)} images")
-        y = y.astype(np.int64)
-        if y.min() < 0 or y.max() > 9:
-            raise DataError(lp, f"label {int(y[(y < 0) | (y > 9)][0])} out of range [0, 10)")
+        y = check_labels(y, lp, 10)
         batches[part] = (X.reshape(len(X), -1), y)
         shape = X.shape[1:]
     image_shape = (1, *shape) if len(shape) == 2 else None

@@ -280,7 +280,7 @@ def prepare(
 
         raw_test = Xte
         Xtr, Xva, Xte = (standardize(X, mean, std, dtype) for X in (Xtr, Xva, Xte))
-        Z = zca_matrix(Xtr, zca_eps)
+        Z = zca_matrix(Xtr, zca_eps, source=f"{raw.source} (train split)")
         Zt = Z.astype(dtype)
         for X in (Xtr, Xva, Xte):
             for i in range(0, len(X), 4096):

@@ -11,6 +11,11 @@ Even the allowed numpy globals never see the pickle's arguments: they are replac
 that validate the array's shape, dtype (plain numeric types only) and byte count and then build
 it with ``numpy.frombuffer``. Crafted ``__setstate__`` arguments reach no C code (fuzzing found
 that numpy's own reconstruction could be crashed by them).
+
+A few KB of pickle can also describe 2**40 objects by referring to one list (or tuple) from two
+places at every level of a chain. Two guards keep loading linear in the file's size: dict keys and
+set items must be plain scalars (hashing a shared-reference tuple would walk every path through
+it), and materialization visits at most :func:`node_budget` objects.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["safe_loads"]
+__all__ = ["safe_loads", "node_budget"]
 
 MAX_ELEMENTS = 2**31
 _DTYPES = {"u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f4", "f8", "b1"}
@@ -102,7 +107,35 @@ class _Refused(Exception):
     pass
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+_HASHABLE = (str, bytes, int, float, bool, type(None))
+
+
+def _plain_keys(load, keys):
+    """``load`` (an opcode's handler) after checking that the dict keys or set items it is about
+    to hash are plain scalars: hashing a tuple walks it, and a tuple that refers to one tuple from
+    two places at every level is a few bytes of pickle but 2**40 steps of hashing."""
+
+    def checked(self):
+        for k in keys(self.stack):
+            if type(k) not in _HASHABLE:
+                raise pickle.UnpicklingError(f"a dict key or set item of type {type(k).__name__}")
+        load(self)
+
+    return checked
+
+
+class _RestrictedUnpickler(pickle._Unpickler):  # the Python one: its handlers can be wrapped
+    dispatch = dict(pickle._Unpickler.dispatch)
+    for _op, _keys in (
+        (pickle.SETITEM, lambda st: st[-2:-1]),
+        (pickle.SETITEMS, lambda st: st[0::2]),
+        (pickle.DICT, lambda st: st[0::2]),
+        (pickle.ADDITEMS, lambda st: st),
+        (pickle.FROZENSET, lambda st: st),
+    ):
+        dispatch[_op[0]] = _plain_keys(dispatch[_op[0]], _keys)
+    del _op, _keys
+
     def find_class(self, module, name):
         try:
             return _ALLOWED[(module, name)]
@@ -110,8 +143,21 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise _Refused(f"{module}.{name}") from None
 
 
-def _materialize(obj, depth=0):
-    """Replace the stand-ins of a loaded object by real arrays (dicts, lists and tuples walked)."""
+class _TooLarge(Exception):
+    pass
+
+
+def _materialize(obj, budget: list, depth=0):
+    """Replace the stand-ins of a loaded object by real arrays (dicts, lists and tuples walked).
+
+    The walk visits the object *tree*: an object referenced twice is visited twice. A pickle can
+    reference one list from two places at every level of a 40-level chain (a few KB of opcodes,
+    2**40 visits), so every visit spends one unit of ``budget[0]``, which is sized from the file:
+    the walk stays linear in the file's size and a shared-reference bomb is refused.
+    """
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooLarge
     if depth > 50:
         raise pickle.UnpicklingError("nested too deeply")
     if isinstance(obj, _Array):
@@ -121,10 +167,17 @@ def _materialize(obj, depth=0):
     if isinstance(obj, (_DType, _NDArrayClass)) or obj is _NDArrayClass:
         raise pickle.UnpicklingError("a bare dtype or class where data was expected")
     if isinstance(obj, dict):
-        return {_materialize(k, depth + 1): _materialize(v, depth + 1) for k, v in obj.items()}
+        return {_materialize(k, budget, depth + 1): _materialize(v, budget, depth + 1) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_materialize(v, depth + 1) for v in obj)
+        return type(obj)(_materialize(v, budget, depth + 1) for v in obj)
     return obj
+
+
+def node_budget(n_bytes: int) -> int:
+    """How many objects a pickle of ``n_bytes`` may expand to: every object of a pickle written
+    without shared references costs at least one opcode byte, so a tree larger than this can only
+    come from references to one object made many times over."""
+    return 2 * n_bytes + 1024
 
 
 def safe_loads(data: bytes, path) -> object:
@@ -133,10 +186,18 @@ def safe_loads(data: bytes, path) -> object:
     Raises
     ------
     DataError
-        If the pickle refers to any other global, or is not a valid pickle.
+        If the pickle refers to any other global, is not a valid pickle, or its objects, counted
+        as a tree, outnumber what its size allows (:func:`node_budget`).
     """
     try:
-        return _materialize(_RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load())
+        loaded = _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+        return _materialize(loaded, [node_budget(len(data))])
+    except _TooLarge:
+        raise DataError(
+            path,
+            f"refused to unpickle: its objects expand to more than {node_budget(len(data))} items, far more "
+            f"than {len(data)} bytes can hold without references to one object repeated many times over",
+        ) from None
     except _Refused as e:
         raise DataError(path, f"refused to unpickle: it refers to {e}, which could run code") from None
     except Exception as e:  # truncated or garbage data: pickle raises many kinds of errors

@@ -6,19 +6,51 @@ applies the first offending row and column (0-based).
 
 from __future__ import annotations
 
+import math
+import os
+
 import numpy as np
+from numpy.lib import format as npy_format
 
 from ..errors import DataError
 
-__all__ = ["check_rows", "check_labels", "load_npy"]
+__all__ = ["check_rows", "check_labels", "check_magnitude", "load_npy"]
+
+
+def _check_npy_size(path) -> None:
+    """Raise DataError if a ``.npy`` header claims more data than the file holds, before anything
+    is allocated (a 128-byte file can claim a shape of 10**11 rows). Anything else that is wrong
+    with the file is left for ``numpy.load`` to report."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(6) != b"\x93NUMPY":
+                return
+            fh.seek(0)
+            version = npy_format.read_magic(fh)
+            read = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+            shape, _, dtype = read(fh)
+            held = os.fstat(fh.fileno()).st_size - fh.tell()
+    except (OSError, ValueError, EOFError, TypeError):
+        return
+    if dtype.hasobject:  # pickled objects: refused by numpy.load
+        return
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > held:
+        raise DataError(
+            path, f"header claims shape {shape} of {dtype} ({claimed} bytes) but the file holds {held} (truncated?)"
+        )
 
 
 def load_npy(path) -> np.ndarray:
-    """A ``.npy`` file without pickles; unreadable files are a DataError naming them."""
+    """A ``.npy`` file without pickles; unreadable files are a DataError naming them, and so is a
+    header claiming more data than the file holds (checked before anything is allocated)."""
+    _check_npy_size(path)
     try:
         a = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
         raise DataError(path, f"cannot read as .npy ({e})") from None
+    except MemoryError:
+        raise DataError(path, "too large to load into memory") from None
     if not isinstance(a, np.ndarray):
         raise DataError(path, "holds several arrays (.npz); give one .npy array")
     return a
@@ -66,10 +98,38 @@ def check_labels(y: np.ndarray, source, n_classes: int, n_rows: int | None = Non
         bad = ~np.isfinite(y) | (y != np.round(y))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise DataError(source, f"row {i}: label {y[i]} is not an integer")
-    out = y.astype(np.int64)
-    bad = (out < 0) | (out >= n_classes)
+            raise DataError(source, f"row {i}: label {y[i].item()} is not an integer")
+    # the range is checked in the labels' own dtype, before the cast: uint64 2**64 - 1 or a float
+    # 1e300 would otherwise become a different number (and the float cast would warn)
+    bad = (y < 0) | (y >= n_classes)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(source, f"row {i}: label {out[i]} is outside the classes 0..{n_classes - 1}")
-    return out
+        raise DataError(source, f"row {i}: label {y[i].item()} is outside the classes 0..{n_classes - 1}")
+    return y.astype(np.int64)
+
+
+def check_magnitude(X: np.ndarray, source, mean=None, std=None, dtype="float32", chunk: int = 4096) -> np.ndarray:
+    """Refuse finite rows too large for a network computing in ``dtype``.
+
+    A feature fails when it, or its standardized value ``(x - mean) / std``, exceeds ``dtype``'s
+    largest number (3.4e38 for float32): the network's arithmetic would overflow to infinity and
+    turn every probability into NaN. The first offending row and column are named, with the value
+    as given. ``X: (n, d)`` finite rows (:func:`check_rows`); ``mean, std``: ``(d,)`` or None.
+    """
+    limit = float(np.finfo(np.dtype(dtype)).max)
+    for i in range(0, len(X), chunk):
+        c = np.asarray(X[i : i + chunk], np.float64)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            bad = np.abs(c) > limit
+            if mean is not None:
+                bad |= ~(np.abs((c - mean) / std) <= limit)
+        if bad.any():
+            r, col = np.argwhere(bad)[0]
+            value = np.asarray(X)[i + r, col].item()
+            scaled = "" if mean is None else " once standardized with its statistics"
+            raise DataError(
+                source,
+                f"row {i + r}, column {col} is {value}, too large for the model's {np.dtype(dtype)} arithmetic"
+                f"{scaled} (beyond {limit:.3g})",
+            )
+    return X

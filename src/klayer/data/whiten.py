@@ -17,14 +17,26 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import DataError
+
 __all__ = ["zca_matrix", "fold_into"]
 
+# standardized features have variance 1 or, when constant, 0: a mean eigenvalue below this means
+# that (almost) every feature is constant
+MIN_MEAN_VARIANCE = 1e-12
 
-def zca_matrix(X: np.ndarray, zca_eps: float, chunk: int = 4096) -> np.ndarray:
+
+def zca_matrix(X: np.ndarray, zca_eps: float, chunk: int = 4096, source="training data") -> np.ndarray:
     """The ZCA matrix ``Z: (d, d)`` (float64, symmetric) of standardized training rows ``X: (N, d)``.
 
     The covariance is accumulated in float64 from chunk products in ``X``'s precision (float32
     rows: float32 products, fast); the eigendecomposition is float64 (``numpy.linalg.eigh``).
+
+    Raises
+    ------
+    DataError
+        Naming ``source``, when the rows have (near) zero variance: every feature constant, so
+        there is nothing to whiten and ``eps``, relative to the mean eigenvalue, is zero too.
     """
     N, d = X.shape
     C = np.zeros((d, d))
@@ -35,6 +47,12 @@ def zca_matrix(X: np.ndarray, zca_eps: float, chunk: int = 4096) -> np.ndarray:
     C /= N
     S, U = np.linalg.eigh(C)
     S = np.clip(S, 0.0, None)
+    if not S.mean() > MIN_MEAN_VARIANCE:  # also NaN
+        raise DataError(
+            source,
+            f"ZCA whitening cannot be computed: the training images have (near) zero variance (mean "
+            f"eigenvalue of the covariance {S.mean():.3g}); use whiten = 'none'",
+        )
     inv = 1.0 / np.sqrt(S + zca_eps * S.mean())
     Z = (U * inv) @ U.T
     # scale: the whitened features' mean variance, trace(Z C Z) / d, becomes 1
