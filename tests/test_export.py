@@ -154,7 +154,9 @@ def test_opsets_newer_than_the_installed_onnx_and_empty_paths_are_one_line_error
 
     net = Network.init(NetworkConfig(4, (3,), 2), np.random.default_rng(0))
     newest = onnx.defs.onnx_opset_version()
-    with pytest.raises(KlayerError, match=rf"opset {newest + 1} is newer than the installed onnx .* \(at most {newest}\)"):
+    with pytest.raises(
+        KlayerError, match=rf"opset {newest + 1} is newer than the installed onnx .* \(at most {newest}\)"
+    ):
         onnx_model(SavedModel(net, None, None, {}), opset=newest + 1)
     assert onnx_model(SavedModel(net, None, None, {}), opset=newest).opset_import[0].version == newest
     save_model(tmp_path / "m.safetensors", net, np.zeros(4), np.ones(4), {"name": "m"})

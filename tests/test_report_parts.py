@@ -81,12 +81,15 @@ def test_summary_rows_of_a_search_and_loose_runs(tmp_path):
     sdir = tmp_path / "s"
     for i, acc in enumerate((0.50, 0.52)):
         (sdir / f"r{i}").mkdir(parents=True)
-        (sdir / f"r{i}" / "results.json").write_text(json.dumps({"status": "complete", "test_accuracy": acc}))
+        res = {"status": "complete", "test_accuracy": acc, "final": {"val_accuracy": acc}}  # as klayer writes it
+        (sdir / f"r{i}" / "results.json").write_text(json.dumps(res))
     study = {"name": "a3_lambda_search", "kind": "search", "key": "train.lam",
              "runs": [{"stage": "final", "value": 0.0046, "seed": i, "run": f"r{i}"} for i in (0, 1)]}  # fmt: skip
     loose = tmp_path / "mine"
     loose.mkdir()
-    (loose / "results.json").write_text(json.dumps({"status": "complete", "test_accuracy": 0.5}))
+    (loose / "results.json").write_text(
+        json.dumps({"status": "complete", "test_accuracy": 0.5, "final": {"val_accuracy": 0.5}})
+    )
     rows = summary_rows([(sdir, study)], [loose], {"search": {"a3_lambda_search": {"values": [0.5349, 0.54]}}})
     assert rows[0][:4] == ["a3_lambda_search: best lam 0.0046, retrained", "51.00 ± 1.41%", "53.49-54.00%", "below"]
     assert rows[0][4] == Link("a3_lambda_search", "a3_lambda_search")

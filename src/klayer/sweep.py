@@ -64,15 +64,11 @@ def run_seconds(cfg: ExperimentConfig) -> float:
 
 
 def load_results(run_dir) -> dict | None:
-    """The ``results.json`` of a finished run, or None."""
-    path = Path(run_dir) / "results.json"
-    if not path.is_file():
-        return None
-    try:
-        res = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
-    return res if res.get("status") in ("complete", "diverged") else None
+    """The ``results.json`` of a finished run, or None (no file, or one that is damaged: not
+    JSON, or not the shape klayer writes; such a run is trained again, not trusted)."""
+    from .runs.shape import read_results
+
+    return read_results(Path(run_dir) / "results.json")[0]
 
 
 def lockstep_groups(configs: list[ExperimentConfig]) -> list[list[int]]:

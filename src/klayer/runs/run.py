@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import sys
 import time
@@ -10,17 +11,18 @@ from pathlib import Path
 
 from threadpoolctl import threadpool_limits
 
-from ..config import ExperimentConfig, same_config
+from ..config import ExperimentConfig, load_experiment
 from ..data.prepare import Dataset, load_dataset
 from ..diagnostics import DiagnosticsRecorder
-from ..errors import KlayerError, OutputError
-from ..io import atomic_write, ensure_dir, read_json
+from ..errors import ConfigError, KlayerError, OutputError
+from ..io import atomic_write, ensure_dir
 from ..network import Network
 from ..training.loop import Trainer
-from .checkpoint import checkpoint_files, read_checkpoint, remove_checkpoints, restore
+from .checkpoint import checkpoint_files, read_checkpoint, remove_checkpoints, restore, validate
 from .folder import Checkpointer, RunFolder, SnapshotWriter, run_results
 from .history import read_history
 from .model import load_model
+from .shape import read_results
 
 __all__ = ["TrainResult", "train", "train_lockstep", "run_status", "OUTPUTS"]
 
@@ -50,45 +52,59 @@ class TrainResult:
     finished_before: bool = False  # True when ``resume`` found the run already finished
 
 
-def run_status(folder) -> str:
-    """``"empty"``, ``"unfinished"``, ``"complete"`` or ``"diverged"``."""
+def run_status(folder, log=None) -> str:
+    """``"empty"``, ``"unfinished"``, ``"complete"`` or ``"diverged"``.
+
+    A ``results.json`` that is damaged (not JSON, or not the shape klayer writes) is not
+    trusted: the run counts as unfinished, and ``log`` is told which field is wrong."""
     folder = Path(folder)
-    res = read_json(folder / "results.json")
-    if res and res.get("status") in ("complete", "diverged"):
+    res, problem = read_results(folder / "results.json")
+    if res is not None:
         if res["status"] == "complete" and not (folder / "model.safetensors").is_file():
             return "unfinished"
         return res["status"]
+    if log is not None and (folder / "results.json").exists():
+        log(f"{problem}; the run is not trusted as finished and is trained again")
     if checkpoint_files(folder) or (folder / "config.toml").exists():
         return "unfinished"
     return "empty"
 
 
 def _remove_outputs(folder: Path) -> None:
-    for name in OUTPUTS:
-        p = folder / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        else:
-            p.unlink(missing_ok=True)
-    remove_checkpoints(folder)
+    try:
+        for name in OUTPUTS:
+            p = folder / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+        remove_checkpoints(folder)
+    except OSError as e:
+        raise OutputError(getattr(e, "filename", None) or folder, e) from None
 
 
 def _warn(message: str) -> None:
     print(f"klayer: warning: {message}", file=sys.stderr)
 
 
-def _prepare_folder(out: Path, config: ExperimentConfig, resume: bool, retrain: bool) -> str:
-    status = run_status(out)
-    if resume and not retrain:
+def _prepare_folder(out: Path, config: ExperimentConfig, resume: bool, retrain: bool, log=None) -> str:
+    """The run's status in ``out``; KlayerError when it may not be trained as asked. Nothing is
+    removed here: with ``retrain`` the old outputs go once the new training is ready to start."""
+    if retrain:
+        return "empty"
+    status = run_status(out, log if resume else None)
+    if resume:
         if status == "empty":  # nothing was saved yet (or a fault came first): start from the beginning
             return status
-        if not (out / "config.toml").is_file():
+        saved = out / "config.toml"
+        if not saved.is_file():
             raise KlayerError(f"{out}: nothing to resume (a checkpoint but no config.toml)")
-        if not same_config(out / "config.toml", config):
+        try:
+            same = load_experiment(saved) == config
+        except ConfigError as e:
+            raise KlayerError(f"cannot resume {out}: its config.toml is damaged ({e})") from None
+        if not same:
             raise KlayerError(f"{out}: config differs from the run being resumed")
-    elif retrain:
-        _remove_outputs(out)
-        status = "empty"
     elif status != "empty":
         raise KlayerError(
             f"{out} already holds a run; use --resume to continue it, --retrain to start it over, "
@@ -116,8 +132,11 @@ def train(
     out : run folder (None: nothing is written, no checkpoints).
     resume : continue the run in ``out`` from its newest good checkpoint (the config must be the
         same). A finished run is left as it is and returned (``finished_before``).
-    retrain : start the run in ``out`` over, replacing what it holds.
-    log : called with a one-line message when a corrupt checkpoint is skipped.
+    retrain : start the run in ``out`` over, replacing what it holds (its old outputs are
+        removed only once the data are loaded and the trainer is built, so that a fault before
+        that leaves the finished run as it was).
+    log : called with a one-line message when a corrupt or invalid checkpoint, or a damaged
+        ``results.json``, is skipped.
 
     Raises
     ------
@@ -131,12 +150,11 @@ def train(
     status = "empty"
     if out is not None:
         out = Path(out)
-        status = _prepare_folder(out, config, resume, retrain)
+        status = _prepare_folder(out, config, resume, retrain, log)
         if status == "complete":
             saved = load_model(out / "model.safetensors")
-            return TrainResult(
-                saved.network, read_history(out / "history.csv"), read_json(out / "results.json"), out, True
-            )
+            res, _ = read_results(out / "results.json")
+            return TrainResult(saved.network, read_history(out / "history.csv"), res, out, True)
     with threadpool_limits(limits=tc.blas_threads, user_api="blas"):
         if data is None:
             data = load_dataset(config.data, data_root, dtype=tc.dtype, progress=progress)
@@ -151,9 +169,11 @@ def train(
         trainer = Trainer([config], data, callbacks)
         if out is not None:
             if resume and status != "empty":
-                found = read_checkpoint(out, log)
+                found = read_checkpoint(out, log, functools.partial(validate, trainer))
                 if found is not None:
                     restore(trainer, *found)
+            if retrain:  # the data loaded and the trainer is built: the new outputs are coming
+                _remove_outputs(out)
             ensure_dir(out)
             atomic_write(out / "config.toml", config.to_toml())
             for stale in ("results.json", "model.safetensors"):

@@ -16,10 +16,17 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io import read_json
+from ..errors import KlayerError
+from ..runs.shape import ShapeError, check, read_checked, read_results
+from ..schema import show
 
 __all__ = [
     "Link",
+    "read_study",
+    "read_suite",
+    "read_gradcheck",
+    "read_sanity",
+    "run_notes",
     "slug",
     "verdict",
     "reported_range",
@@ -72,8 +79,127 @@ def _ms(xs: list[float]) -> str:
     return f"{100 * statistics.fmean(xs):.2f} ± {100 * s:.2f}%"
 
 
+# -- the files the report reads, shape-checked (klayer.runs.shape) --------------------------------
+_ENTRY = {"seed": "int", "run": "str"}
+_STUDIES = {
+    "gradcheck": {},
+    "sanity": {},
+    "runs": {"experiments": ["str"], "runs": [{**_ENTRY, "experiment": "str"}]},
+    "search": {"key": "str", "low": "num", "high": "num", "runs": [{**_ENTRY, "stage": "str", "value": "num"}]},
+    "grid": {
+        "key": "str",
+        "experiments": ["str"],
+        "values": ["num"],
+        "runs": [{**_ENTRY, "experiment": "str", "value": "num"}],
+    },
+}
+_SUITE = {"studies": ["any"], "seeds": "int", "quick": "bool", "wall_seconds": "num", "estimated_seconds": "num"}
+_GRADCHECK = {
+    "source": "str",
+    "features": "int",
+    "tables": [
+        {
+            "depth": "int",
+            "batch_norm": "bool",
+            "batch": "int",
+            "lam": "num",
+            "hs": ["num"],
+            "passed": "bool",
+            "rows": [{"name": "str", "kind": "str", "errors": ["num?"], "best?": "int", "bound?": "num"}],
+        }
+    ],
+}
+_SANITY = {"settings": {}, "curves": {"*": [{"epoch": "num", "train_loss": "num", "train_accuracy": "num"}]}}
+
+
+def read_study(sdir: Path) -> dict:
+    """A study folder's ``study.json``; KlayerError naming the file and field when it is
+    missing, not JSON or not the shape ``klayer reproduce`` writes (the report cannot tell which
+    run is which without it)."""
+    path = Path(sdir) / "study.json"
+    study, problem = read_checked(path, {"name": "str", "kind": "str", "description?": "str?"})
+    if problem is None and study["kind"] not in _STUDIES:
+        problem = f"{path}: field kind is {show(study['kind'])}, expected one of {', '.join(_STUDIES)}"
+    if problem is None:
+        try:
+            check(study, _STUDIES[study["kind"]])
+        except ShapeError as e:
+            problem = f"{path}: {e}"
+    if problem is None and study["kind"] == "grid" and not study["values"]:
+        problem = f"{path}: field values is empty"
+    if problem is not None:
+        raise KlayerError(problem)
+    return study
+
+
+def read_suite(path: Path) -> dict | None:
+    """``suite.json`` of a reproduce folder, or None when there is none; KlayerError naming the
+    file and field when it is damaged."""
+    if not Path(path).exists():
+        return None
+    suite, problem = read_checked(path, _SUITE)
+    if problem is not None:
+        raise KlayerError(problem)
+    return suite
+
+
+def read_gradcheck(sdir: Path) -> tuple[dict | None, str | None]:
+    """``(gradcheck.json, None)``, or ``(None, problem)`` naming the file and field."""
+    path = Path(sdir) / "gradcheck.json"
+    g, problem = read_checked(path, _GRADCHECK)
+    if problem is None and not g["tables"]:
+        problem = f"{path}: field tables is empty"
+    for i, t in enumerate(g["tables"] if problem is None else []):
+        for j, r in enumerate(t["rows"]):
+            best = r.get("best")
+            ok = 0 <= best < len(r["errors"]) if best is not None else r["errors"] and None not in r["errors"]
+            if not ok:
+                problem = f"{path}: field tables[{i}].rows[{j}].best does not index its errors"
+                break
+        if problem is not None:
+            break
+    return (g, None) if problem is None else (None, problem)
+
+
+def read_sanity(sdir: Path) -> tuple[dict | None, str | None]:
+    """``(sanity.json, None)``, or ``(None, problem)`` naming the file and field."""
+    path = Path(sdir) / "sanity.json"
+    s, problem = read_checked(path, _SANITY)
+    if problem is None:
+        empty = [k for k, v in s["curves"].items() if not v]
+        if empty or not s["curves"]:
+            problem = f"{path}: field curves{'.' + empty[0] if empty else ''} is empty"
+    return (s, None) if problem is None else (None, problem)
+
+
 def _pairs(sdir: Path, study: dict) -> list[tuple[dict, dict | None]]:
-    return [(e, read_json(sdir / e["run"] / "results.json")) for e in study.get("runs", [])]
+    """Each run entry of the study with its results (None: unfinished or damaged)."""
+    return [(e, read_results(sdir / e["run"] / "results.json")[0]) for e in study.get("runs", [])]
+
+
+def run_notes(sdir: Path, study: dict) -> list[str]:
+    """One line per run of the study that is not in its numbers: diverged (with the update
+    step), unfinished, or with a damaged ``results.json`` (naming the field)."""
+    notes = []
+    for e in study.get("runs", []):
+        path = sdir / e["run"] / "results.json"
+        res, problem = read_results(path)
+        if res is not None and res["status"] == "diverged":
+            notes.append(f"{e['run']} diverged at update step {res['diverged_at_step']}")
+        elif res is None and not path.exists():
+            notes.append(f"{e['run']} is unfinished (no results.json)")
+        elif res is None:
+            notes.append(problem)
+    return notes
+
+
+def diverged_count(pairs) -> int:
+    return sum(1 for _, r in pairs if r and r["status"] == "diverged")
+
+
+def _with_diverged(cell: str, pairs) -> str:
+    n = diverged_count(pairs)
+    return f"{cell} ({n} diverged)" if n else cell
 
 
 def _acc(pairs) -> list[float]:
@@ -88,8 +214,10 @@ def summary_rows(studies: list[tuple[Path, dict]], loose: list[Path], ref: dict)
         name, kind, link = st["name"], st["kind"], Link(st["name"], slug(st["name"]))
         pairs = _pairs(sdir, st)
         if kind == "gradcheck":
-            g = read_json(sdir / "gradcheck.json")
-            if g:
+            g, _ = read_gradcheck(sdir)
+            if g is None:
+                rows.append([name, "gradcheck.json missing or damaged", "1e-10 to 1e-5", "missing", link])
+            else:
                 ok = sum(t["passed"] for t in g["tables"])
                 rows.append(
                     [
@@ -101,7 +229,9 @@ def summary_rows(studies: list[tuple[Path, dict]], loose: list[Path], ref: dict)
                     ]
                 )
         elif kind == "sanity":
-            s = read_json(sdir / "sanity.json")
+            s, _ = read_sanity(sdir)
+            if s is None:
+                rows.append([name, "sanity.json missing or damaged", "", "missing", link])
             for k, v in (s or {}).get("curves", {}).items():
                 rows.append(
                     [
@@ -115,9 +245,10 @@ def summary_rows(studies: list[tuple[Path, dict]], loose: list[Path], ref: dict)
         elif kind == "runs":
             refs = ref.get("runs", {})
             for exp in st["experiments"]:
-                accs = _acc([(e, r) for e, r in pairs if e["experiment"] == exp])
+                mine = [(e, r) for e, r in pairs if e["experiment"] == exp]
+                accs = _acc(mine)
                 rv = refs.get(exp, {}).get("values", [])
-                rows.append([exp, _ms(accs), reported_range(rv), verdict(accs, rv), link])
+                rows.append([exp, _with_diverged(_ms(accs), mine), reported_range(rv), verdict(accs, rv), link])
         elif kind == "search":
             final = [(e, r) for e, r in pairs if e["stage"] == "final"]
             if final:
@@ -127,7 +258,7 @@ def summary_rows(studies: list[tuple[Path, dict]], loose: list[Path], ref: dict)
                 rows.append(
                     [
                         f"{name}: best {key} {final[0][0]['value']:.4g}, retrained",
-                        _ms(accs),
+                        _with_diverged(_ms(accs), final),
                         reported_range(rv),
                         verdict(accs, rv),
                         link,
@@ -145,10 +276,12 @@ def summary_rows(studies: list[tuple[Path, dict]], loose: list[Path], ref: dict)
                     theirs.append(reported_range(rv).rstrip("%") or "-")
                     verdicts.append(verdict(accs, rv) or "-")
                 values = " / ".join(f"{v:g}" for v in st["values"])
-                rows.append([f"{exp}, {key} {values}", " / ".join(ours) + "%", " / ".join(theirs) + "%",
+                mine = [(e, r) for e, r in pairs if e["experiment"] == exp]
+                rows.append([f"{exp}, {key} {values}", _with_diverged(" / ".join(ours) + "%", mine),
+                             " / ".join(theirs) + "%",
                              " / ".join(verdicts), link])  # fmt: skip
     for d in loose:
-        r = read_json(d / "results.json") or {}
+        r = read_results(d / "results.json")[0] or {}
         acc = r.get("test_accuracy")
         rows.append([d.name, "n/a" if acc is None else f"{100 * acc:.2f}%", "", "", Link("runs", "runs")])
     return rows
@@ -157,8 +290,12 @@ def summary_rows(studies: list[tuple[Path, dict]], loose: list[Path], ref: dict)
 def read_history(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        return [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+    try:
+        with open(path, newline="") as f:
+            rows = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+    except (OSError, ValueError, TypeError):  # a damaged history is left out of the overlay
+        return []
+    return rows if all("step" in r for r in rows) else []
 
 
 def validation_series(runs: dict[str, list[Path]], metric: str = "val_accuracy") -> dict[str, tuple[list, list]]:
@@ -193,7 +330,7 @@ def headline_run(studies: list[tuple[Path, dict]], loose: list[Path]) -> Path | 
                 best = (statistics.fmean(_acc(done)), sdir / first["run"])
     if best is not None:
         return best[1]
-    done = [(d, read_json(d / "results.json") or {}) for d in loose]
+    done = [(d, read_results(d / "results.json")[0] or {}) for d in loose]
     done = [(d, r) for d, r in done if r.get("status") == "complete" and (d / "model.safetensors").is_file()]
     return max(done, key=lambda p: p[1]["test_accuracy"])[0] if done else None
 
@@ -211,7 +348,6 @@ def headline_evaluation(run: Path, data_root=None, k: int = 12) -> dict:
     from ..data.cifar10 import load_cifar10
     from ..data.images import model_image_shape, row_to_image
     from ..data.prepare import load_raw, split_raw
-    from ..errors import KlayerError
     from ..metrics import classification_report, confident_mistakes
     from ..plots import png_thumbnail
     from ..runs import load_model

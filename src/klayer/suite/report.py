@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ..errors import KlayerError
 from ..io import atomic_write
-from .parts import Link, slug
+from ..runs.shape import read_results
+from .parts import Link, read_gradcheck, read_sanity, read_study, read_suite, run_notes, slug
 
 __all__ = ["build_report", "reported_values"]
 
@@ -184,17 +185,27 @@ def _under(path, root) -> bool:
 
 
 def _run_results(sdir: Path, entries: list[dict]) -> list[tuple[dict, dict | None]]:
-    return [(e, _read_json(sdir / e["run"] / "results.json")) for e in entries]
+    """Each run entry with its results; None for an unfinished run or a damaged results.json
+    (:func:`klayer.suite.parts.run_notes` says which)."""
+    return [(e, read_results(sdir / e["run"] / "results.json")[0]) for e in entries]
 
 
 def _acc(pairs) -> list[float]:
     return [r["test_accuracy"] for _, r in pairs if r and r.get("status") == "complete"]
 
 
+def _not_counted(doc: _Doc, sdir: Path, study: dict):
+    """Say which runs of the study are not in its numbers: diverged, unfinished or damaged."""
+    notes = run_notes(sdir, study)
+    if notes:
+        doc.p("Not in the numbers above: " + "; ".join(notes) + ".")
+
+
 # -- sections ----------------------------------------------------------------------------------
 def _gradcheck(doc: _Doc, sdir: Path, study: dict, ref: dict):
-    g = _read_json(sdir / "gradcheck.json")
-    if not g:
+    g, problem = read_gradcheck(sdir)
+    if g is None:
+        doc.p(f"Results missing: {problem}.")
         return
     doc.p(
         f"Data: the first {g['features']} features of {g['source']}; numerical gradients by centred "
@@ -250,8 +261,9 @@ def _gradcheck(doc: _Doc, sdir: Path, study: dict, ref: dict):
 
 
 def _sanity(doc: _Doc, sdir: Path, study: dict, ref: dict, figdir: Path):
-    s = _read_json(sdir / "sanity.json")
-    if not s:
+    s, problem = read_sanity(sdir)
+    if s is None:
+        doc.p(f"Results missing: {problem}.")
         return
     from ..plots import plot_curves
 
@@ -305,7 +317,21 @@ def _search(doc: _Doc, sdir: Path, study: dict, ref: dict, figdir: Path):
     rs = ref.get("search", {}).get(study["name"], {})
     series = {}
     for stage in ("coarse", "fine"):
-        pts = [(e["value"], r) for e, r in pairs if e["stage"] == stage and r and r.get("status") == "complete"]
+        staged = [(e, r) for e, r in pairs if e["stage"] == stage]
+        if not staged:
+            continue
+        pts = [(e["value"], r) for e, r in staged if r and r["status"] == "complete"]
+        values = [e["value"] for e, _ in staged]
+        # the range searched: the study's for the coarse stage, the values tried for the fine one
+        lo, hi = (study["low"], study["high"]) if stage == "coarse" else (min(values), max(values))
+        diverged = [e["value"] for e, r in staged if r and r["status"] == "diverged"]
+        missing = len(staged) - len(pts) - len(diverged)
+        head = f"{stage} search: {len(staged)} values of {key} in [{lo:.3g}, {hi:.3g}]"
+        if diverged:
+            head += f", {len(diverged)} diverged ({', '.join(f'{v:.3g}' for v in diverged)})"
+        if missing:
+            head += f", {missing} without results"
+        doc.h(4, head + (", top 3" if pts else ""))
         if not pts:
             continue
         series[stage] = (
@@ -313,8 +339,6 @@ def _search(doc: _Doc, sdir: Path, study: dict, ref: dict, figdir: Path):
             [r["final"]["val_accuracy"] for _, r in sorted(pts, key=lambda p: p[0])],
         )
         top3 = sorted(pts, key=lambda p: -p[1]["final"]["val_accuracy"])[:3]
-        lo, hi = min(v for v, _ in pts), max(v for v, _ in pts)
-        doc.h(4, f"{stage} search: {len(pts)} values of {key} in [{lo:.3g}, {hi:.3g}], top 3")
         doc.table(
             [key, "validation accuracy", "test accuracy"],
             [[f"{v:.4g}", _pct(r["final"]["val_accuracy"]), _pct(r["test_accuracy"])] for v, r in top3],
@@ -342,8 +366,11 @@ def _search(doc: _Doc, sdir: Path, study: dict, ref: dict, figdir: Path):
 def _diag_rows(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    try:
+        with open(path, newline="") as f:
+            return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    except (OSError, ValueError, TypeError):  # a damaged diagnostics.csv is left out
+        return []
 
 
 def _grid(doc: _Doc, sdir: Path, study: dict, ref: dict):
@@ -377,7 +404,7 @@ def _grid(doc: _Doc, sdir: Path, study: dict, ref: dict):
         if not diag:
             continue
         last = max(int(k[1:-4]) for k in diag[0] if k.startswith("s") and k.endswith("_std"))
-        r = _read_json(sdir / e["run"] / "results.json") or {}
+        r = read_results(sdir / e["run"] / "results.json")[0] or {}
         doc.p(
             f"{exp}, {key}={smallest:g}: at step 0 the std of S_1 is {diag[0]['s1_std']:.2g} and of S_{last} "
             f"{diag[0][f's{last}_std']:.2g}; at the end {diag[-1]['s1_std']:.2g} and {diag[-1][f's{last}_std']:.2g}. "
@@ -452,7 +479,7 @@ def build_report(paths, out=None, data_root=None) -> tuple[Path, Path]:
     ref = reported_values()
     doc = _Doc(out)
     doc.h(1, "klayer: the DD2424 reports, reproduced")
-    suite = _read_json(paths[0] / "suite.json")
+    suite = read_suite(paths[0] / "suite.json")
     if suite:
         doc.p(
             f"{len(suite['studies'])} studies, {suite['seeds']} seeds per headline number "
@@ -460,10 +487,8 @@ def build_report(paths, out=None, data_root=None) -> tuple[Path, Path]:
             f"wall time {suite['wall_seconds'] / 60:.1f} min (estimated {suite['estimated_seconds'] / 60:.1f} min). "
             f"'inside': our mean within the reported values' range, with {100 * SLACK:.1f} points of slack."
         )
-    summary_at, loaded = len(doc.blocks), []
-    for sdir in studies:
-        study = _read_json(sdir / "study.json")
-        loaded.append((sdir, study))
+    summary_at, loaded = len(doc.blocks), [(sdir, read_study(sdir)) for sdir in studies]
+    for sdir, study in loaded:
         doc.h(2, study["name"])
         if study.get("description"):
             doc.p(study["description"])
@@ -474,27 +499,36 @@ def build_report(paths, out=None, data_root=None) -> tuple[Path, Path]:
             _sanity(doc, sdir, study, ref, figdir)
         elif kind == "runs":
             _runs(doc, sdir, study, ref)
+            _not_counted(doc, sdir, study)
             runs = {x: [sdir / e["run"] for e in study["runs"] if e["experiment"] == x] for x in study["experiments"]}
             parts.add_overlay(doc, figdir, study["name"], runs)
         elif kind == "search":
             _search(doc, sdir, study, ref, figdir)
+            _not_counted(doc, sdir, study)
         elif kind == "grid":
             _grid(doc, sdir, study, ref)
+            _not_counted(doc, sdir, study)
     if loose:
         doc.h(2, "Runs")
-        rows = []
+        rows, problems = [], []
         for d in loose:
-            r = _read_json(d / "results.json")
+            r, problem = read_results(d / "results.json")
+            if r is None:
+                problems.append(problem)
+                rows.append([d.name, "damaged", "n/a", "n/a", "n/a"])
+                continue
             rows.append(
                 [
                     d.name,
-                    r.get("status"),
+                    r["status"] if r["status"] == "complete" else f"diverged at update step {r['diverged_at_step']}",
                     _pct(r.get("test_accuracy") or float("nan")),
                     _pct(r.get("final", {}).get("val_accuracy", float("nan"))),
                     f"{r.get('seconds_per_epoch', float('nan')):.2f}",
                 ]
             )
         doc.table(["run", "status", "test accuracy", "final val accuracy", "s/epoch"], rows)
+        if problems:
+            doc.p("Not in the numbers above: " + "; ".join(problems) + ".")
         for d in loose:
             doc.img(d / "accuracy.png", f"{d.name}: accuracy")
         parts.add_overlay(doc, figdir, "runs", {d.name: [d] for d in loose})

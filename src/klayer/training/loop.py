@@ -326,10 +326,13 @@ class Trainer:
 
         Per update the events come in this order: ``on_evaluate`` (when this update is
         evaluated), ``on_cycle_end`` (at the end of a cycle), ``on_step_end``. On Ctrl-C the
-        current update finishes, ``on_interrupt`` is called and KeyboardInterrupt is raised.
+        current update finishes, ``on_interrupt`` is called and KeyboardInterrupt is raised; a
+        Ctrl-C that comes after the last update (while the callbacks write the final outputs)
+        lets them finish, then raises KeyboardInterrupt too, so that the caller stops.
         """
         T = self.total_steps
         previous = None
+        self._stop = False
         if self.callbacks:
             try:
                 previous = signal.signal(signal.SIGINT, self._on_sigint)
@@ -370,6 +373,8 @@ class Trainer:
             self._tick()
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+        if self._stop:  # Ctrl-C after the loop's last check: the outputs are complete, stop now
+            raise KeyboardInterrupt
 
     def _tick(self):
         """Add the time since the last tick, less the evaluations', to ``train_seconds``."""
