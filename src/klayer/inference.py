@@ -198,7 +198,7 @@ def _strict_json(obj, **kwargs) -> str:
 
 def cmd_evaluate(args) -> int:
     from .data.validate import check_magnitude
-    from .io import atomic_write, ensure_dir
+    from .io import atomic_write, ensure_dir, write_json
     from .runs import load_model
 
     paths = [Path(p) for p in args.models]
@@ -221,7 +221,7 @@ def cmd_evaluate(args) -> int:
         out = ensure_dir(args.out)
         title = f"{'ensemble of ' + str(len(models)) if len(models) > 1 else paths[0].name}: {what}"
         plot_confusion(rep["confusion"], rep["classes"], out / "confusion.png", title[:90])
-        atomic_write(out / "metrics.json", _strict_json(rep, indent=2, sort_keys=True) + "\n")
+        write_json(out / "metrics.json", rep, allow_nan=False)  # finite: _strict_json passed above
         if args.save_probabilities:
             buf = io.BytesIO()
             np.save(buf, P)

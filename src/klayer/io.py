@@ -109,9 +109,12 @@ def _json_default(o):
     raise TypeError(f"cannot write {type(o).__name__} as JSON")
 
 
-def write_json(path, obj) -> Path:
-    """``obj`` as indented, key-sorted JSON (NumPy scalars and arrays allowed), atomically."""
-    return atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+def write_json(path, obj, allow_nan: bool = True) -> Path:
+    """``obj`` as indented, key-sorted JSON (NumPy scalars and arrays allowed), atomically.
+    ``allow_nan=False``: RFC 8259 JSON, a NaN or infinity raises ValueError before anything is
+    written."""
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=allow_nan)
+    return atomic_write(path, text + "\n")
 
 
 def read_json(path) -> dict | None:
