@@ -874,17 +874,18 @@ def check_function(fn, case, *, layout: str = "klayer", tol: float = DEFAULT_TOL
     check_tol(tol)
     if layout not in LAYOUTS:
         raise KlayerError(f"unknown layout {layout!r}; use klayer or assignment")
-    given = to_layout(case_inputs(case, data_root), layout)
-    inputs = {q: float(a) if a.ndim == 0 else a.copy() for q, a in given.items()}
+    inputs = _fresh_inputs(case, layout, data_root)
     name = getattr(fn, "__qualname__", repr(fn))
     try:
         out = fn(inputs)
     except BaseException as e:  # the student's code may raise anything
         where = _student_frame(e.__traceback__, fn)
+        shapes = _looks_like_shapes(e)
+        hint = _layout_hint(case, layout, _runs_in_other_layout(fn, case, layout, data_root)) if shapes else None
         raise KlayerError(
             f"your function {name} raised {type(e).__name__}: {str(e).rstrip()}"
             + (f" (at {where})" if where else "")
-            + (f"; {_layout_hint(case, layout)}" if _looks_like_shapes(e) else "")
+            + (f"; {hint}" if hint else "")
         ) from None
     if not isinstance(out, dict):
         raise KlayerError(f"your function {name} returned {type(out).__name__}; it must return a dict of quantities")
@@ -935,15 +936,39 @@ def _looks_like_shapes(e: BaseException) -> bool:
     return isinstance(e, ValueError | IndexError | TypeError) and bool(_SHAPE_WORDS.search(str(e)))
 
 
-def _layout_hint(case: Case, layout: str) -> str:
-    """What layout the inputs were in, and how to ask for the other one."""
-    n, d = case.n, case.d
+def _fresh_inputs(case: Case, layout: str, data_root) -> dict:
+    """Fresh copies of a case's inputs in ``layout``: arrays, and floats for the scalars."""
+    given = to_layout(case_inputs(case, data_root), layout)
+    return {q: float(a) if a.ndim == 0 else a.copy() for q, a in given.items()}
+
+
+def _runs_in_other_layout(fn, case: Case, layout: str, data_root) -> bool:
+    """Whether the student's function, which raised a shape error in ``layout``, runs in the other one."""
+    other = LAYOUTS[1 - LAYOUTS.index(layout)]
+    try:
+        with np.errstate(all="ignore"):
+            fn(_fresh_inputs(case, other, data_root))
+    except BaseException:  # the student's code may raise anything, again
+        return False
+    return True
+
+
+def _layout_hint(case: Case, layout: str, other_runs: bool = True) -> str:
+    """What layout the inputs were in and how to ask for the other one, when the function runs there;
+    when it fails in both layouts, that the shape of one of the student's own arrays does not fit."""
+    n, d, m = case.n, case.d, case.sizes[1]
     if layout == "klayer":
-        return (
-            f"the inputs were in klayer's layout, one row per sample (X is {n} x {d}); if your code takes "
-            f"one column per sample (X is {d} x {n}, S = W X + b), add --layout assignment"
-        )
+        given = f"the inputs were in klayer's layout, one row per sample (X is {n} x {d})"
+        switch = f"if your code takes one column per sample (X is {d} x {n}, S = W X + b), add --layout assignment"
+        vector = f"b1 has {m} entries"
+    else:
+        given = f"the inputs were in the assignments' layout, one column per sample (X is {d} x {n})"
+        switch = f"if your code takes one row per sample (X is {n} x {d}, S = X W^T + b), use --layout klayer"
+        vector = f"b1 is {m} x 1"
+    if other_runs:
+        return f"{given}; {switch}"
     return (
-        f"the inputs were in the assignments' layout, one column per sample (X is {d} x {n}); if your code "
-        f"takes one row per sample (X is {n} x {d}, S = X W^T + b), use --layout klayer"
+        f"{given}, {vector}; your function fails in the other layout too, so the layout is not the problem: "
+        "the shape of one of your own arrays is (a bias or mean made a row, a vector without its second axis, "
+        "a transposed matrix?)"
     )
