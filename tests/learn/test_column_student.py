@@ -9,9 +9,9 @@ import scipy.io
 
 from klayer.cli import main
 from klayer.errors import KlayerError
-from klayer.learn import CASES, check_function
+from klayer.learn import CASES, check, check_function, reference_vectors
 
-from .student_columns import forward_backward, make
+from .student_columns import BUGS, EXPECTED, forward_backward, make
 
 SMALL = [name for name, c in CASES.items() if c.source == "random"]
 INPUTS = {"X", "Y", "y", "lam", "eta", "eps", "bn_alpha"}
@@ -47,6 +47,26 @@ def test_the_column_student_passes_through_a_mat_file(tmp_path, capsys, dtype):
     scipy.io.savemat(tmp_path / "mine.mat", forward_backward(file_inputs(ref), (), np.dtype(dtype)))
     capsys.readouterr()
     assert main(["check", str(tmp_path / "mine.mat"), "--case", "3layer_bn"]) == 0, capsys.readouterr().out
+
+
+def test_every_bug_has_an_expectation():
+    assert set(EXPECTED) | {"b_row", "mu_av_init_unused"} == BUGS
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("bug", sorted(EXPECTED))
+def test_the_column_students_bugs(bug, dtype):
+    case, first, mistake = EXPECTED[bug]
+    result = check_function(make({bug}, dtype), case, layout="assignment")
+    assert (result.first_wrong, result.mistake_id) == (first, mistake), result.format()
+
+
+def test_the_column_students_bugs_through_values_too():
+    # the same values given as a dict (what a saved file holds) are diagnosed the same
+    for bug, (case, first, mistake) in EXPECTED.items():
+        values = forward_backward(file_inputs(reference_vectors(case, "assignment")), {bug})
+        result = check(values, case)
+        assert (result.layout, result.first_wrong, result.mistake_id) == ("assignment", first, mistake), bug
 
 
 def test_a_bias_made_a_row_is_not_blamed_on_the_layout():

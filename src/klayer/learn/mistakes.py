@@ -223,6 +223,21 @@ class ReluBeforeBn(Computation):
         return dH
 
 
+@catalogued(
+    "bn_centred_in_place",
+    summary="S is centred in place (S -= mu, or S_hat = S; S_hat -= mu: the same array), so the S kept for "
+    "later (and shown) is S - mu",
+    formula=f"{BN_FORWARD}: S_hat = diag(var + eps)^(-1/2) (S - mu 1_n^T) into a new array; S itself stays "
+    "W X + b (the back pass needs it: D = S - mu 1_n^T)",
+    batch_norm=True,
+)
+class BnCentredInPlace(Computation):
+    def batchnorm(self, S, gamma, beta, eps):
+        r = super().batchnorm(S.copy(), gamma, beta, eps)
+        S -= r.mu  # the array compute() keeps as S{l}
+        return r
+
+
 # -- linear layers, softmax, cost -------------------------------------------------------------
 @catalogued(
     "weight_transposed_forward",
@@ -271,6 +286,25 @@ class SoftmaxWrongSumAxis(SoftmaxWrongAxis):
     def probs(self, S):  # exp(S - max over the classes), summed over the samples
         E = np.exp(S - S.max(axis=1, keepdims=True))
         return E / E.sum(axis=0)
+
+
+@catalogued(
+    "softmax_sum_all",
+    summary="softmax divides by the sum of the whole matrix (np.sum(np.exp(S)) without an axis: MATLAB's sum "
+    "sums each column, numpy's sums every entry)",
+    formula="P = softmax(S), each column (one sample) sums to 1: exp(s) / (1^T exp(s)), np.sum(..., axis=0)",
+)
+class SoftmaxSumAll(SoftmaxWrongAxis):
+    def probs(self, S):  # exp(S) / sum of all entries (a global max subtracted or none: the same)
+        E = np.exp(S - S.max())
+        return E / E.sum()
+
+
+@catalogued("softmax_sum_all")
+class SoftmaxSumAllSampleMax(SoftmaxWrongAxis):
+    def probs(self, S):  # each sample's max subtracted, then the sum of all entries
+        E = np.exp(S - S.max(axis=1, keepdims=True))
+        return E / E.sum()
 
 
 @catalogued(
@@ -679,6 +713,151 @@ class GradWrtSTilde(Computation):
 class GradWrtH(Computation):
     def shown_G(self, dH, dZ, dS):
         return dH
+
+
+def _bn_back_pass(G, S, mu, var, eps, c_axis=0, mean_axis=0):
+    """The assignments' BatchNormBackPass of ``G`` (already times gamma), klayer's layout (samples in
+    rows), its two sums over the samples (``axis=0``) or, by mistake, over the units (``axis=1``)."""
+    n = len(G)
+    G1, G2, D = G * (var + eps) ** -0.5, G * (var + eps) ** -1.5, S - mu
+    c = (G2 * D).sum(axis=c_axis, keepdims=True)
+    return G1 - G1.sum(axis=mean_axis, keepdims=True) / n - D * c / n
+
+
+class _BnBackKeepsS(Computation):
+    """Keeps each layer's ``S`` and batch statistics, for a back pass written from them."""
+
+    def batchnorm(self, S, gamma, beta, eps):
+        r = super().batchnorm(S, gamma, beta, eps)
+        self.__dict__.setdefault("kept", {})[self.layer] = (S, r.mu, r.var)
+        return r
+
+
+@catalogued(
+    "bn_back_sum_wrong_axis",
+    summary="a sum of batch-norm backward is taken over the units instead of over the samples: c = (G2 .* D) 1_n "
+    "or G1 1_n summed along the wrong axis (one value per sample, broadcast over the units)",
+    formula=BN_BACKWARD + "; 1_n sums over the n samples (np.sum(..., axis=1, keepdims=True) with d x n matrices)",
+    batch_norm=True,
+)
+class BnBackCWrongAxis(_BnBackKeepsS):
+    axes = (1, 0)
+
+    def bn_back(self, dZ, cache):
+        _, dgamma, dbeta = super().bn_back(dZ, cache)
+        S, mu, var = self.kept[self.layer]
+        c_axis, mean_axis = self.axes
+        return _bn_back_pass(dZ * cache[2], S, mu, var, self.eps, c_axis, mean_axis), dgamma, dbeta
+
+
+@catalogued("bn_back_sum_wrong_axis")
+class BnBackMeanWrongAxis(BnBackCWrongAxis):
+    axes = (0, 1)
+
+
+@catalogued("bn_back_sum_wrong_axis")
+class BnBackBothWrongAxis(BnBackCWrongAxis):
+    axes = (1, 1)
+
+
+@catalogued(
+    "bn_back_skipped",
+    summary="BatchNormBackPass is left out (in one layer or all): G_batch .* (gamma 1_n^T), or G_batch as it is, "
+    "is used as the gradient with respect to S",
+    formula="assignment 3, backward pass: G_batch = G_batch .* (gamma_l 1_n^T), then G_batch = "
+    "BatchNormBackPass(G_batch, S_l, mu_l, v_l), then grad_W_l = (1/n) G_batch X_(l-1)^T + 2 lam W_l",
+    batch_norm=True,
+)
+class BnBackSkipped(Computation):
+    times_gamma, last_only = True, False
+
+    def bn_back(self, dZ, cache):
+        dS, dgamma, dbeta = super().bn_back(dZ, cache)
+        if self.last_only and self.layer != self.case.n_layers - 1:
+            return dS, dgamma, dbeta
+        return dZ * cache[2] if self.times_gamma else dZ.copy(), dgamma, dbeta
+
+
+@catalogued("bn_back_skipped")
+class BnBackSkippedLastHidden(BnBackSkipped):
+    last_only = True
+
+
+@catalogued("bn_back_skipped")
+class BnBackSkippedNoGamma(BnBackSkipped):
+    times_gamma = False
+
+
+@catalogued("bn_back_skipped")
+class BnBackSkippedNoGammaLastHidden(BnBackSkipped):
+    times_gamma, last_only = False, True
+
+
+@catalogued(
+    "bn_back_running_stats",
+    summary="BatchNormBackPass uses the running averages mu_av, var_av (a variable reused for them) instead of "
+    "the batch's mean and variance",
+    formula=BN_BACKWARD + "; mu and var are this batch's, those of the forward pass",
+    batch_norm=True,
+)
+class BnBackRunningStats(_BnBackKeepsS):
+    updated = True
+
+    def bn_back(self, dZ, cache):
+        _, dgamma, dbeta = super().bn_back(dZ, cache)
+        l, alpha = self.layer, float(self.inputs["bn_alpha"])
+        S, mu, var = self.kept[l]
+        mu_av, var_av = self.inputs[f"mu_av{l}_init"], self.inputs[f"var_av{l}_init"]
+        if self.updated:
+            mu_av, var_av = alpha * mu_av + (1 - alpha) * mu, alpha * var_av + (1 - alpha) * var
+        return _bn_back_pass(dZ * cache[2], S, mu_av, var_av, self.eps), dgamma, dbeta
+
+
+@catalogued("bn_back_running_stats")
+class BnBackRunningInit(BnBackRunningStats):
+    updated = False
+
+
+@catalogued(
+    "grad_gamma_times_gamma",
+    summary="grad_gamma (and grad_beta) are computed from G_batch after it is multiplied by gamma; they take "
+    "G_batch before: the product with gamma is for BatchNormBackPass",
+    formula="assignment 3: grad_gamma_l = (1/n) (G_batch .* S_hat_l) 1_n, grad_beta_l = (1/n) G_batch 1_n, "
+    "then G_batch = G_batch .* (gamma_l 1_n^T)",
+    batch_norm=True,
+)
+class GradGammaTimesGamma(Computation):
+    def bn_back(self, dZ, cache):
+        dS, dgamma, dbeta = super().bn_back(dZ, cache)
+        return dS, dgamma * cache[2], dbeta * cache[2]
+
+
+@catalogued("grad_gamma_times_gamma")
+class GradGammaOnlyTimesGamma(Computation):
+    def bn_back(self, dZ, cache):
+        dS, dgamma, dbeta = super().bn_back(dZ, cache)
+        return dS, dgamma * cache[2], dbeta
+
+
+@catalogued(
+    "grad_W_wrong_input",
+    summary="grad_W is formed with the layer's output X_l instead of its input X_(l-1) (an index off by one, "
+    "unnoticed where the two have the same size)",
+    formula="grad_W_l = (1/n) G_batch X_(l-1)^T + 2 lam W_l, X_(l-1) the input of layer l (X_0 = X)",
+    square=True,
+)
+class GradWWrongInput(Computation):
+    def relu(self, Z):
+        H = super().relu(Z)
+        self.__dict__.setdefault("outputs", {})[self.layer] = H
+        return H
+
+    def linear_back(self, G, cache, need_dX):
+        dH, dW, db = super().linear_back(G, cache, need_dX)
+        H_out = getattr(self, "outputs", {}).get(self.layer)
+        if H_out is not None and H_out.shape == cache[0].shape:
+            dW = G.T @ H_out
+        return dH, dW, db
 
 
 # -- the step ---------------------------------------------------------------------------------
