@@ -34,6 +34,7 @@ BUGS = {
     "lam_penalty_on_last_only",  # 2 lam W in the last layer's gradient only
     "b_row",  # b as a 1 x m row vector: W X + b' fails to broadcast (or silently, when m == n)
     "mu_av_init_unused",  # mu_av = (1 - alpha) mu: the old average dropped
+    "running_init_wrong_layer",  # mu_av_init[l - 1], var_av_init[l - 1] with 0-based lists: the layer before's
     "eval_var_av_sqrt",  # evaluation mode divides by sqrt(sqrt(var_av) + eps)
     "sigma2_power",  # sigma2 = (var + eps) ** -3 / 2 (operator precedence)
     "update_uses_eta_squared",  # W - eta * eta * grad (eta_t applied twice)
@@ -224,6 +225,8 @@ def forward_backward(p, bugs=(), dtype=np.float64):
     if use_bn:
         for l in range(k - 1):
             m0, v0 = p[f"mu_av{l + 1}_init"], p[f"var_av{l + 1}_init"]
+            if "running_init_wrong_layer" in bugs:  # index l - 1 of a 0-based list: -1 is the last layer
+                m0, v0 = p[f"mu_av{(l - 1) % (k - 1) + 1}_init"], p[f"var_av{(l - 1) % (k - 1) + 1}_init"]
             if "mu_av_init_unused" in bugs:
                 mu_av.append((1 - alpha) * fwd["mu"][l])
             else:
@@ -298,4 +301,6 @@ EXPECTED = {
     "sigma2_power": ("3layer_bn", "G2", None),
     "update_uses_eta_squared": ("3layer", "W1_next", None),
     "X_inplace_standardize": ("3layer", "X", None),
+    "mu_av_init_unused": ("2layer_bn", "mu_av1", None),
+    "running_init_wrong_layer": ("3layer_bn", "mu_av1", None),
 }

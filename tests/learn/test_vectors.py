@@ -112,11 +112,13 @@ def test_the_step_the_running_averages_and_evaluation_mode(case):
         np.testing.assert_allclose(v[f"{p}_next"], v[p] - c.eta * v[f"grad_{p}"])
     state = {}
     for l in range(1, c.n_layers if c.batch_norm else 1):
-        # from mu_av = 0 and var_av = 1 ... 0.3: 0.9 * 0 + 0.1 * mu, 0.9 * var_av_init + 0.1 * var
-        np.testing.assert_array_equal(v[f"mu_av{l}_init"], 0)
+        # from mu_av = +-0.2 ... -+0.2 and var_av = 1 ... 0.3 (reversed in even layers): 0.9 * init + 0.1 * batch
         m = c.hidden[l - 1]
-        np.testing.assert_allclose(v[f"var_av{l}_init"], 0.3 ** (np.arange(m) / (m - 1)), rtol=1e-12)
-        np.testing.assert_allclose(v[f"mu_av{l}"], 0.1 * v[f"mu{l}"])
+        np.testing.assert_allclose(v[f"mu_av{l}_init"], 0.2 * (-1) ** l * np.linspace(-1, 1, m), rtol=1e-12)
+        assert np.all(v[f"mu_av{l}_init"] != 0)
+        var_init = 0.3 ** (np.arange(m) / (m - 1))
+        np.testing.assert_allclose(v[f"var_av{l}_init"], var_init if l % 2 else var_init[::-1], rtol=1e-12)
+        np.testing.assert_allclose(v[f"mu_av{l}"], 0.9 * v[f"mu_av{l}_init"] + 0.1 * v[f"mu{l}"])
         np.testing.assert_allclose(v[f"var_av{l}"], 0.9 * v[f"var_av{l}_init"] + 0.1 * v[f"var{l}"])
         state[f"mu{l}"], state[f"var{l}"] = v[f"mu_av{l}"], v[f"var_av{l}"]
     after = Network(

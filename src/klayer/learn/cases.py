@@ -17,10 +17,12 @@ formula leaves a trace, which is what lets the checker tell the mistakes apart:
   derivative of ReLU at 0 matter;
 - ``eps = 1e-3``, larger than one trains with, so that where ``eps`` goes shows;
 - ``lam = 0.1`` and ``eta = 0.1``, so that the penalty and the step are far above round-off;
-- the running averages start at ``mu_av = 0`` and ``var_av`` from 1 down to 0.3 across the units
-  (``mu_av{l}_init``, ``var_av{l}_init``), not at the batch's statistics, so that their update
-  shows, and so that leaving ``eps`` out in evaluation mode changes ``P_eval`` by more than 4
-  times the default tolerance (smaller ones would saturate the softmax of ``P_eval`` after the step).
+- the running averages start at ``mu_av`` from 0.2 to -0.2 across the units (-0.2 to 0.2 in layer 2,
+  and so on: never 0, and different in every layer) and ``var_av`` from 1 down to 0.3 (0.3 up to 1
+  in layer 2, ...) (``mu_av{l}_init``, ``var_av{l}_init``), not at the batch's statistics, so that
+  their update shows, the old average's term included (``(1 - alpha) mu`` alone, or another layer's
+  average, is wrong), and so that leaving ``eps`` out in evaluation mode changes ``P_eval`` by more
+  than 4 times the default tolerance (smaller ones would saturate the softmax of ``P_eval`` after the step).
 
 The CIFAR-10 case uses the first ``n`` images of ``data_batch_1``, every one of the 3072 features,
 standardized with the mean and standard deviation (1/N) of all 10000 images of ``data_batch_1``
@@ -188,8 +190,8 @@ def case_inputs(case, data_root=None) -> dict[str, np.ndarray]:
     Returns
     -------
     dict: ``X (n, d)``, ``Y (n, C)``, ``y (n,)`` int64 in ``[0, C)``; ``W{l} (m_l, m_{l-1})``,
-    ``b{l}, gamma{l}, beta{l} (m_l,)``; ``mu_av{l}_init`` (zeros) and ``var_av{l}_init`` (1 down to 0.3)
-    for batch-norm layers; 0-d arrays ``lam, eta, eps, bn_alpha``.
+    ``b{l}, gamma{l}, beta{l} (m_l,)``; ``mu_av{l}_init`` (+-0.2 across the units) and ``var_av{l}_init``
+    (between 1 and 0.3) for batch-norm layers; 0-d arrays ``lam, eta, eps, bn_alpha``.
     """
     case = get_case(case)
     rng = np.random.default_rng(case.seed)
@@ -215,8 +217,8 @@ def case_inputs(case, data_root=None) -> dict[str, np.ndarray]:
         v["W1"][0] = v["b1"][0] = 0.0
     if case.batch_norm:
         for l, m in enumerate(case.hidden, start=1):
-            v[f"mu_av{l}_init"] = np.zeros(m)
-            v[f"var_av{l}_init"] = np.geomspace(1.0, 0.3, m)
+            v[f"mu_av{l}_init"] = 0.2 * (-1) ** l * np.linspace(-1.0, 1.0, m)
+            v[f"var_av{l}_init"] = np.geomspace(1.0, 0.3, m)[:: (-1) ** (l + 1)]
     for key in ("lam", "eta", "eps", "bn_alpha"):
         v[key] = np.array(float(getattr(case, key)))
     return v

@@ -875,7 +875,7 @@ class RunningAlphaSwapped(Computation):
 @catalogued(
     "running_init_batch",
     summary="the running averages start from this batch's statistics; this case starts them at "
-    "mu_av{l}_init (zeros) and var_av{l}_init (ones)",
+    "mu_av{l}_init and var_av{l}_init",
     formula="mu_av = alpha mu_av + (1 - alpha) mu, starting from the case's mu_av{l}_init and var_av{l}_init",
     batch_norm=True,
 )
