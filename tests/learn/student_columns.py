@@ -34,6 +34,9 @@ BUGS = {
     "lam_penalty_on_last_only",  # 2 lam W in the last layer's gradient only
     "b_row",  # b as a 1 x m row vector: W X + b' fails to broadcast (or silently, when m == n)
     "mu_av_init_unused",  # mu_av = (1 - alpha) mu: the old average dropped
+    "int_division",  # scale = 1 // n (integer division: 0) in the hidden layers' gradients
+    "cost_penalty_over_n",  # J = (sum_i l_i + lam ||W||^2) / n: the penalty divided by n too
+    "eval_old_bn_params",  # evaluation mode with the new W, b but gamma, beta from before the step
     "running_init_wrong_layer",  # mu_av_init[l - 1], var_av_init[l - 1] with 0-based lists: the layer before's
     "eval_var_av_sqrt",  # evaluation mode divides by sqrt(sqrt(var_av) + eps)
     "sigma2_power",  # sigma2 = (var + eps) ** -3 / 2 (operator precedence)
@@ -104,7 +107,10 @@ def compute_cost(X, Y, net, lam, mu=None, var=None, bugs=(), y=None):
         loss = -np.mean(np.log(P[y]))  # P[y] picks rows (classes) for every sample: n x n
     else:
         loss = -np.sum(np.log(np.sum(Y * P, axis=0))) / n
-    return loss, loss + lam * sum(np.sum(W * W) for W in net["W"])
+    penalty = lam * sum(np.sum(W * W) for W in net["W"])
+    if "cost_penalty_over_n" in bugs:
+        return loss, (loss * n + penalty) / n
+    return loss, loss + penalty
 
 
 def batch_norm_back_pass(G, S, mu, var, eps, bugs=()):
@@ -167,7 +173,7 @@ def compute_gradients(X, Y, net, lam, bugs=(), fwd=None, mu_av=None, var_av=None
                 G = batch_norm_back_pass(G, Ss[l], mus[l], vs[l], net["eps"], bugs)
         Gs[l] = G
         X_in = Xs[l + 1] if "grad_W_wrong_input" in bugs and Xs[l + 1].shape == Xs[l].shape else Xs[l]
-        scale_W = 1 if "dW_no_1_over_n" in bugs else 1 / n
+        scale_W = 1 if "dW_no_1_over_n" in bugs else 1 // n if "int_division" in bugs else 1 / n
         scale_b = 1 if "db_no_1_over_n" in bugs else 1 / n
         reg = 0 if "lam_penalty_on_last_only" in bugs else 2 * lam
         grad_W[l] = scale_W * G @ X_in.T + reg * net["W"][l]
@@ -258,6 +264,8 @@ def forward_backward(p, bugs=(), dtype=np.float64):
     for l in range(1, k if use_bn else 1):
         out[f"gamma{l}_next"], out[f"beta{l}_next"] = new["gammas"][l - 1], new["betas"][l - 1]
     net_next = {**net, **new}
+    if "eval_old_bn_params" in bugs:
+        net_next = {**net_next, "gammas": net["gammas"], "betas": net["betas"]}
     ev = evaluate_classifier(X, net_next, mu_av, var_av, bugs) if use_bn else evaluate_classifier(X, net_next)
     for l in range(1, k if use_bn else 1):
         out[f"S_eval{l}"], out[f"S_hat_eval{l}"] = ev["S"][l - 1], ev["S_hat"][l - 1]
@@ -303,4 +311,7 @@ EXPECTED = {
     "X_inplace_standardize": ("3layer", "X", None),
     "mu_av_init_unused": ("2layer_bn", "mu_av1", None),
     "running_init_wrong_layer": ("3layer_bn", "mu_av1", None),
+    "int_division": ("3layer_bn", "grad_W2", None),
+    "cost_penalty_over_n": ("3layer", "cost", "reg_over_n"),
+    "eval_old_bn_params": ("3layer_bn", "S_eval2", None),
 }

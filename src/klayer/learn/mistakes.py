@@ -422,6 +422,20 @@ class RegHalfInCost(Computation):
 
 
 @catalogued(
+    "reg_over_n",
+    summary="the penalty is divided by n too: J = (1/n) (sum_i l_cross + lam sum_l ||W_l||^2) (and its gradient "
+    "2 lam W / n); only the cross-entropy is averaged",
+    formula="J = (1/n) sum_i l_cross(x_i, y_i) + lam sum_l ||W_l||^2, grad_W_l = (1/n) G_batch X_(l-1)^T + 2 lam W_l",
+)
+class RegOverN(Computation):
+    def cost(self, loss, params, lam):
+        return super().cost(loss, params, lam / self.case.n)
+
+    def penalize(self, grads, params, lam):
+        super().penalize(grads, params, lam / self.case.n)
+
+
+@catalogued(
     "cost_no_reg",
     summary="the cost is missing the penalty lam * sum_l ||W_l||^2",
     formula="J = (1/n) sum_i l_cross(x_i, y_i) + lam sum_l ||W_l||^2",
