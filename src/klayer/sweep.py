@@ -105,7 +105,7 @@ def _run_task(config_dicts: list[dict], outs: list[str], root, lockstep: bool, t
     results = []
     for c, o in zip(configs, outs, strict=True):
         c = c.replace(train={"blas_threads": threads})
-        results.append(train(c, data, out=o, progress=False).results)
+        results.append(train(c, data, out=o, progress=False, resume=True).results)  # an interrupted run continues
     return results
 
 
