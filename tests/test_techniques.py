@@ -625,7 +625,11 @@ def test_zca_whitens_to_unit_mean_variance_and_decorrelates(rng):
     W = Xs @ Z
     C = W.T @ W / len(W)
     assert np.trace(C) / C.shape[0] == pytest.approx(1.0, rel=1e-9)
-    np.testing.assert_allclose(C, np.eye(12), atol=1e-5)  # whitened: identity covariance
+    # whitened: identity covariance, but for what eps (relative to the mean eigenvalue) leaves of each
+    # direction's variance, lam / (lam + eps), rescaled to mean 1: 1e-4 off in an ill-conditioned draw
+    lam = np.linalg.eigvalsh(Xs.T @ Xs / len(Xs))
+    kept = lam / (lam + 1e-8 * lam.mean())
+    np.testing.assert_allclose(C, np.eye(12), atol=np.abs(kept / kept.mean() - 1).max() + 1e-9)
     # ZCA, not any whitening: the symmetric one, closest to the input (each feature stays in place)
     assert np.mean(np.diag(Xs.T @ W / len(W))) > 0.5
 
