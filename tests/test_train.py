@@ -73,8 +73,10 @@ def test_training_learns_and_records_history(rng):
     r = train(small_config(), data)
     steps = [row["step"] for row in r.history]
     assert steps == list(range(0, 121, 6))  # 10 evaluations per cycle plus step 0
-    assert r.history[-1]["train_loss"] < r.history[0]["train_loss"] - 0.5
-    assert r.results["test_accuracy"] > 0.8
+    # 120 updates learn the clusters, not to the end: over 150 data sets the final training loss was
+    # at most 0.44 of the first and the test accuracy 0.68 to 1 (0.8 failed for 9%); chance is 0.25
+    assert r.history[-1]["train_loss"] < 0.6 * r.history[0]["train_loss"]
+    assert r.results["test_accuracy"] > 0.5
     assert r.results["status"] == "complete" and r.results["updates"] == 120
     # batch-norm running averages were updated by the trainer, from their initial 0 / 1
     assert not np.allclose(r.network.bn_state["mu1"], 0)
