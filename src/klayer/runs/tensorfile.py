@@ -40,11 +40,22 @@ def _meta_digest(meta: dict) -> str:
 
 
 def encode_tensors(tensors: dict, meta: dict) -> bytes:
-    """The bytes of a safetensors file holding ``tensors`` and ``meta`` (str -> str) with digests."""
+    """The bytes of a safetensors file holding ``tensors`` and ``meta`` (str -> str) with digests.
+
+    The same tensors and metadata give the same bytes: safetensors writes the metadata in the
+    order of a Rust hash map, different at every call, so the header is written again with the
+    metadata's keys sorted (the tensors' entries and data unchanged; their offsets are relative
+    to the end of the header)."""
     tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     digests = {k: tensor_digest(v) for k, v in tensors.items()}
     digests["__metadata__"] = _meta_digest(meta)
-    return st_save(tensors, metadata={**meta, "sha256": json.dumps(digests, sort_keys=True)})
+    raw = st_save(tensors, metadata={**meta, "sha256": json.dumps(digests, sort_keys=True)})
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # safetensors pads the header to 8 bytes with spaces
+    return len(text).to_bytes(8, "little") + text + raw[8 + n :]
 
 
 def write_tensors(path, tensors: dict, meta: dict) -> Path:
