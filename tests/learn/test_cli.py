@@ -29,6 +29,25 @@ def test_vectors_writes_each_format(tmp_path, capsys):
     assert "wrote case 2layer (28 quantities, klayer layout)" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("ext", ["npz", "mat", "json"])
+def test_vectors_are_written_whole_or_not_at_all(tmp_path, capsys, monkeypatch, ext):
+    """A disk that fills up while the file is written: one line naming it, exit 1, the previous
+    file untouched and no temporary file left (never a truncated file under the final name)."""
+    import os
+
+    out = tmp_path / f"v.{ext}"
+    out.write_text("previous")
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert main(["vectors", "--case", "2layer", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(out) in err and "No space left" in err
+    assert out.read_text() == "previous" and sorted(tmp_path.iterdir()) == [out]
+
+
 def test_vectors_usage_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["vectors", "--out", str(tmp_path / "v.npz")])

@@ -29,6 +29,7 @@ Weight matrices ``W: (m, d)`` and scalars are the same in both; ``y`` is ``(n,)`
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ import numpy as np
 from .. import layers
 from ..data.matfile import read_mat
 from ..errors import DataError, KlayerError
+from ..io import atomic_write
 from .cases import Case, case_inputs, get_case
 
 __all__ = [
@@ -341,16 +343,18 @@ def write_vectors(case, path, layout: str = "klayer", data_root=None) -> dict:
         raise KlayerError(f"{path}: unknown format {suffix or '(no extension)'!r}; use {', '.join(FORMATS)}")
     values = reference_vectors(case, layout, data_root)
     meta = {"case_name": case.name, "layout": layout}
+    buf = io.BytesIO()  # rendered in memory, then written atomically: never a half-written file
     if suffix == ".npz":
-        np.savez(path, **values, **meta)
+        np.savez(buf, **values, **meta)
     elif suffix == ".mat":
         import scipy.io
 
         mat = {name: a.astype(np.float64) if name == "y" else a for name, a in values.items()}
-        scipy.io.savemat(path, {**mat, **meta}, oned_as="row")
+        scipy.io.savemat(buf, {**mat, **meta}, oned_as="row")
     else:
         doc = {**meta, **{name: a.tolist() for name, a in values.items()}}  # one name per line
-        path.write_text("{\n" + ",\n".join(f"{json.dumps(k)}: {json.dumps(x)}" for k, x in doc.items()) + "\n}\n")
+        buf.write(("{\n" + ",\n".join(f"{json.dumps(k)}: {json.dumps(x)}" for k, x in doc.items()) + "\n}\n").encode())
+    atomic_write(path, buf.getvalue())
     return values
 
 
