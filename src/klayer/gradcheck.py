@@ -34,9 +34,11 @@ of the gradient's scale, and the check can resolve ``tol``. Otherwise it fails (
 is reported as ``noisy``: raise ``tol``). The exception is a bias in front of batch
 normalization: its true gradient is exactly zero (batch norm subtracts the batch mean, so a
 constant added to ``S`` changes nothing), so a relative error means nothing there. It is judged
-in absolute terms, ``err(h*) <= floor_p``, which still catches a batch-norm backward that misses
-its mean term. Any other parameter with ``r_p >= 1`` has a gradient at the noise level: nothing
-is tested, and the check *refuses* (``report.refused``) rather than pass.
+in absolute terms, ``err(h*) <= floor_p``, with the round-off term taken at ``max(G_l, T)``, ``T``
+the size of the terms of the batch sum that cancels to 0 (:func:`bias_roundoff`), which still
+catches a batch-norm backward that misses its mean term. Any other parameter with ``r_p >= 1``
+has a gradient at the noise level: nothing is tested, and the check *refuses*
+(``report.refused``) rather than pass.
 
 Soundness: a wrong gradient ``ga = g + delta`` can pass only if ``|delta_i| <= tol s_p + nu(h*)
 <= 1.5 tol s_p`` at every usable entry. A sign flip (``|delta| = 2|g|``), a factor of 2
@@ -66,6 +68,7 @@ term could hide below their noise; they are there to show it, and are judged by 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -73,8 +76,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import KlayerError
-from .layers import log_softmax
-from .network import Network, NetworkConfig, forward, hidden_activations, loss_and_grads
+from .layers import log_softmax, softmax_cross_entropy
+from .network import Network, NetworkConfig, backward, forward, hidden_activations, loss_and_grads
 
 __all__ = [
     "DEFAULT_HS",
@@ -329,7 +332,34 @@ def expected_zero(name: str, config: NetworkConfig) -> bool:
     return config.batch_norm and re.fullmatch(r"b\d+", name) is not None and _layer(name) < config.n_layers
 
 
-def judge(grads, numerical: Numerical, config: NetworkConfig, tol: float) -> list[GradcheckRow]:
+def bias_roundoff(params, X, y, config: NetworkConfig) -> dict[str, float]:
+    """For each bias in front of batch normalization, the scale of the analytic side's round-off.
+
+    Its gradient is ``sum_i dS_ij`` with ``dS_ij = inv_j (G_ij - mean_i G_ij - S_hat_ij mean_i(G S_hat)_j)``
+    and ``G = dout * gamma``, a sum that cancels to exactly 0; computed in floating point it is
+    round-off of its terms, whose sizes ``T_j = inv_j sum_i (|G_ij| + |mean G_j| + |S_hat_ij|
+    |mean(G S_hat)_j|)`` say how large that can be. Returns ``max_j T_j`` per bias, from klayer's
+    own forward and backward at the same point (in float64): with a small batch ``inv`` can be large
+    and ``T`` far above the layer's gradients."""
+    if not config.batch_norm:
+        return {}
+    cfg64 = dataclasses.replace(config, dtype="float64", dropout=0.0, input_dropout=0.0)
+    p64 = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    scores, caches, _ = forward(p64, np.asarray(X, np.float64), cfg64, train=True)
+    _, dscores = softmax_cross_entropy(scores, y)
+    upstream = {}
+    backward(dscores, caches, cfg64, bn_upstream=upstream)
+    out = {}
+    for l, dout in upstream.items():
+        S_hat, inv_std, gamma = caches[l - 1][1]
+        G = dout * gamma
+        terms = np.abs(G) + np.abs(G.mean(axis=0)) + np.abs(S_hat) * np.abs((G * S_hat).mean(axis=0))
+        T = inv_std * terms.sum(axis=0)
+        out[f"b{l}"] = float(np.abs(T).max())
+    return out
+
+
+def judge(grads, numerical: Numerical, config: NetworkConfig, tol: float, roundoff=None) -> list[GradcheckRow]:
     """Judge analytic gradients against centred differences (the module docstring's criterion).
 
     Parameters
@@ -338,6 +368,8 @@ def judge(grads, numerical: Numerical, config: NetworkConfig, tol: float) -> lis
     numerical : :class:`Numerical` at the same point.
     config : NetworkConfig.
     tol : relative accuracy asked of every parameter.
+    roundoff : None, or :func:`bias_roundoff`: a bias in front of batch norm is then allowed
+        ``100 eps_a max(G_l, T)`` of round-off, not ``100 eps_a G_l``.
 
     Returns
     -------
@@ -363,9 +395,10 @@ def judge(grads, numerical: Numerical, config: NetworkConfig, tol: float) -> lis
     rows = []
     for name, (err, best, nu, scale, n_checked, n) in measured.items():
         G_l = layer_scale[_layer(name)]
-        floor = max(NOISE_FACTOR * nu, ROUNDOFF_UNITS * eps_a * G_l)
-        resolution = floor / scale if scale > 0 else np.inf
         zero = expected_zero(name, config)
+        terms = max(G_l, (roundoff or {}).get(name, 0.0)) if zero else G_l  # the sizes that round
+        floor = max(NOISE_FACTOR * nu, ROUNDOFF_UNITS * eps_a * terms)
+        resolution = floor / scale if scale > 0 else np.inf
         absolute = zero or resolution >= 1
         bound = floor if absolute else tol * scale
         if n_checked == 0:
@@ -526,7 +559,7 @@ def check_gradients(
         _, _, grads, _ = loss_and_grads(params, X, y, config, lam)
     indices = {n: _entries(grads[n], max_entries, rng) for n in config.param_names()}
     numerical = numerical_gradients(params, X, y, config, lam, indices, hs, numeric_dtype)
-    rows = judge(grads, numerical, config, tol)
+    rows = judge(grads, numerical, config, tol, bias_roundoff(params, X, y, config))
     settings = {
         "hidden": list(config.hidden),
         "batch_norm": config.batch_norm,

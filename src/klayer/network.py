@@ -232,8 +232,12 @@ def hidden_activations(params, X, config: NetworkConfig):
         yield l, S, Z, H
 
 
-def backward(dscores, caches, config: NetworkConfig) -> dict[str, np.ndarray]:
+def backward(dscores, caches, config: NetworkConfig, bn_upstream: dict | None = None) -> dict[str, np.ndarray]:
     """Gradients of every parameter given the upstream gradient ``dscores: (..., N, C)``.
+
+    ``bn_upstream``: None, or a dict that receives, for each batch-norm layer ``l``, the gradient
+    with respect to its output ``S_tilde{l}`` (``(..., N, m_l)``, what :func:`klayer.layers.
+    batchnorm_backward` is given), for inspection (the gradient check's round-off scale).
 
     Returns
     -------
@@ -249,6 +253,8 @@ def backward(dscores, caches, config: NetworkConfig) -> dict[str, np.ndarray]:
             dH = layers.dropout_backward(dH, mask)
         dS = layers.relu_backward_inplace(dH, H)  # dH is this function's own array
         if config.batch_norm:
+            if bn_upstream is not None:
+                bn_upstream[l] = dS.copy()
             dS, grads[f"gamma{l}"], grads[f"beta{l}"] = layers.batchnorm_backward(dS, bn_cache)
         dH, grads[f"W{l}"], grads[f"b{l}"] = layers.linear_backward(dS, lin_cache, need_dX=l > 1)
     return grads
