@@ -1,8 +1,11 @@
 """Data sets the project had not seen: unusual but valid files in every format klayer reads."""
 
+import pickle
+
 import numpy as np
 import pytest
 
+from klayer.cli import main
 from klayer.data.images import read_image
 
 Image = pytest.importorskip("PIL.Image")
@@ -17,3 +20,22 @@ def test_16bit_grey_images_are_scaled_not_clipped(tmp_path):
     assert Image.open(path).mode == "I;16"
     np.testing.assert_array_equal(read_image(path, (1, 1, 4)), [0, 1, 128, 255])
     np.testing.assert_array_equal(read_image(path, (3, 1, 4)), [0, 1, 128, 255] * 3)
+
+
+def cifar_python_folder(root, rng, n=60):
+    """A CIFAR-10 python-layout folder with ``n`` images per batch (the official has 10000)."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"):
+        X, y = rng.integers(0, 256, (n, 3072), dtype=np.uint8), rng.integers(0, 10, n)
+        (folder / name).write_bytes(pickle.dumps({b"data": X, b"labels": [int(v) for v in y]}, protocol=2))
+    return root
+
+
+def test_sanity_runs_on_a_small_cifar_copy(tmp_path, rng, capsys):
+    # 300 training images: sanity needs 2 x 20 of them, but it asked for 5000 validation images
+    # (n_val, which sanity does not let one set) and refused the data
+    data = cifar_python_folder(tmp_path, rng)
+    args = ["sanity", "--data", str(data), "--no-download", "--n", "20", "--epochs", "2", "--target", "100"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert "PASS" in capsys.readouterr().out
