@@ -7,6 +7,7 @@ import pytest
 
 from klayer.cli import main
 from klayer.data.images import read_image
+from klayer.metrics import classification_report
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -39,3 +40,18 @@ def test_sanity_runs_on_a_small_cifar_copy(tmp_path, rng, capsys):
     args = ["sanity", "--data", str(data), "--no-download", "--n", "20", "--epochs", "2", "--target", "100"]
     assert main(args) == 0, capsys.readouterr().err
     assert "PASS" in capsys.readouterr().out
+
+
+def test_macro_means_leave_out_classes_absent_from_the_split():
+    # a 2-class IDX set trains the 10-class network: the 8 classes with no images and no
+    # predictions counted as scores of 0, so a perfect classifier showed a mean accuracy of 0.2
+    metrics = pytest.importorskip("sklearn.metrics")
+    y = np.array([0, 1, 1, 0, 2])
+    P = np.full((5, 10), 0.01)
+    P[np.arange(5), [0, 1, 1, 0, 3]] = 0.91  # the class-2 image predicted as 3: 3 is seen, 4..9 are not
+    rep = classification_report(y, P, [str(c) for c in range(10)])
+    pred = P.argmax(axis=1)
+    p, r, f, _ = metrics.precision_recall_fscore_support(y, pred, average="macro", zero_division=0)
+    assert rep["macro"]["precision"] == pytest.approx(p) and rep["macro"]["f1"] == pytest.approx(f)
+    assert rep["macro"]["recall"] == pytest.approx(r) == rep["macro"]["accuracy"] == pytest.approx(0.5)
+    assert len(rep["per_class"]) == 10

@@ -66,7 +66,8 @@ def classification_report(y: np.ndarray, P: np.ndarray, classes) -> dict:
     dict with ``n``, ``accuracy``, ``loss`` (mean cross-entropy), ``classes``, ``confusion``
     (C lists of C counts, rows true, columns predicted), ``per_class`` (one dict per class:
     ``class, support, accuracy, precision, recall, f1``) and ``macro`` (unweighted means of the
-    per-class accuracy, precision, recall and F1).
+    per-class accuracy, precision, recall and F1 over the classes that occur in ``y`` or in the
+    predictions, as scikit-learn's default labels: a class absent from both has no scores).
     """
     y = np.asarray(y, np.int64)
     P = np.asarray(P, np.float64)
@@ -78,6 +79,8 @@ def classification_report(y: np.ndarray, P: np.ndarray, classes) -> dict:
     cm = confusion_matrix(y, pred, C)
     s = per_class_scores(cm)
     p_true = np.clip(P[np.arange(n), y], 1e-300, None)
+    seen = (s["support"] > 0) | (cm.sum(axis=0) > 0)
+    seen = seen if seen.any() else slice(None)
     return {
         "n": int(n),
         "accuracy": float((pred == y).mean()) if n else float("nan"),
@@ -92,7 +95,7 @@ def classification_report(y: np.ndarray, P: np.ndarray, classes) -> dict:
             }
             for i in range(C)
         ],
-        "macro": {k: float(s[k].mean()) for k in ("accuracy", "precision", "recall", "f1")},
+        "macro": {k: float(s[k][seen].mean()) for k in ("accuracy", "precision", "recall", "f1")},
     }
 
 
