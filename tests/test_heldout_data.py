@@ -1,11 +1,13 @@
 """Data sets the project had not seen: unusual but valid files in every format klayer reads."""
 
 import pickle
+import struct
 
 import numpy as np
 import pytest
 
 from klayer.cli import main
+from klayer.data.idx import load_idx_folder
 from klayer.data.images import read_image
 from klayer.metrics import classification_report
 
@@ -55,3 +57,28 @@ def test_macro_means_leave_out_classes_absent_from_the_split():
     assert rep["macro"]["precision"] == pytest.approx(p) and rep["macro"]["f1"] == pytest.approx(f)
     assert rep["macro"]["recall"] == pytest.approx(r) == rep["macro"]["accuracy"] == pytest.approx(0.5)
     assert len(rep["per_class"]) == 10
+
+
+def write_idx(path, a):
+    a = np.asarray(a, np.uint8)
+    path.write_bytes(bytes([0, 0, 8, a.ndim]) + struct.pack(f">{a.ndim}I", *a.shape) + a.tobytes())
+
+
+def idx_folder(root, X, y):
+    for part, sl in (("train", slice(0, -2)), ("t10k", slice(-2, None))):
+        write_idx(root / f"{part}-images-idx3-ubyte", X[sl])
+        write_idx(root / f"{part}-labels-idx1-ubyte", y[sl])
+    return root
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_colour_idx_rows_are_laid_out_as_images_are_read(tmp_path, rng, channels_last):
+    # (N, H, W, 3) IDX images were flattened channel-last with no image shape, while predict
+    # read image files channel-major (inferring 3 x 32 x 32 from the width): every prediction
+    # of an image file was made on scrambled pixels
+    images = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)  # (N, H, W, C)
+    X = images if channels_last else images.transpose(0, 3, 1, 2)
+    raw = load_idx_folder(idx_folder(tmp_path, X, np.arange(6) % 2))
+    assert raw.image_shape == (3, 32, 32)
+    Image.fromarray(images[0]).save(tmp_path / "0.png")
+    np.testing.assert_array_equal(raw.batches["train"][0][0], read_image(tmp_path / "0.png", raw.image_shape))

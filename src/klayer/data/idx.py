@@ -98,6 +98,9 @@ def _find(folder: Path, key: str) -> Path:
 def load_idx_folder(folder) -> RawData:
     """MNIST or Fashion-MNIST from a folder with the four standard IDX files.
 
+    Images of 2 dimensions are grey; images of 3 are colour, channels first (``(N, C, H, W)``,
+    ``C`` 1 or 3) or last (``(N, H, W, C)``, made channel-major like CIFAR-10's rows).
+
     Returns
     -------
     RawData with batches ``train`` and ``test``: ``X (N, rows*cols) uint8``, ``y (N,) int64``.
@@ -116,7 +119,9 @@ def load_idx_folder(folder) -> RawData:
         if y.ndim != 1 or len(y) != len(X):
             raise DataError(lp, f"{y.shape} labels for {len(X)} images")
         y = check_labels(y, lp, 10)
+        if X.ndim == 4 and X.shape[1] not in (1, 3) and X.shape[3] in (1, 3):
+            X = X.transpose(0, 3, 1, 2)  # colour images (N, H, W, C) as channel-major rows, like CIFAR-10's
         batches[part] = (X.reshape(len(X), -1), y)
         shape = X.shape[1:]
-    image_shape = (1, *shape) if len(shape) == 2 else None
+    image_shape = (1, *shape) if len(shape) == 2 else shape if len(shape) == 3 and shape[0] in (1, 3) else None
     return RawData(batches, str(folder), "idx", 10, tuple(str(c) for c in range(10)), image_shape)
