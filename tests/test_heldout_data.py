@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from klayer.cli import main
+from klayer.data.cifar10 import parse_python_batch
 from klayer.data.idx import load_idx_folder
 from klayer.data.images import read_image
 from klayer.metrics import classification_report
@@ -82,3 +83,16 @@ def test_colour_idx_rows_are_laid_out_as_images_are_read(tmp_path, rng, channels
     assert raw.image_shape == (3, 32, 32)
     Image.fromarray(images[0]).save(tmp_path / "0.png")
     np.testing.assert_array_equal(raw.batches["train"][0][0], read_image(tmp_path / "0.png", raw.image_shape))
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize("labels", ["list", "numpy list", "array"])
+def test_python_batches_pickled_the_usual_ways_load(rng, protocol, labels):
+    # pickle.HIGHEST_PROTOCOL (5) stores arrays as numpy._core.numeric._frombuffer, and
+    # list(y) of a NumPy array holds numpy._core.multiarray.scalar: both were refused as
+    # globals that "could run code", so such a CIFAR-layout batch could not be read
+    X, y = rng.integers(0, 256, (5, 3072), dtype=np.uint8), np.arange(5) % 10
+    given = {"list": [int(v) for v in y], "numpy list": list(y), "array": y}[labels]
+    Xb, yb = parse_python_batch(pickle.dumps({b"data": X, b"labels": given}, protocol=protocol), "batch")
+    np.testing.assert_array_equal(Xb, X)
+    assert yb.dtype == np.int64 and yb.tolist() == y.tolist()

@@ -4,8 +4,10 @@ A pickle can name any importable callable and call it while loading (``os.system
 example). CIFAR batches need only three globals: ``numpy.ndarray``, ``numpy.dtype`` and
 ``numpy.core.multiarray._reconstruct`` (``numpy._core`` in NumPy 2). Batches re-saved by Python 3
 with protocol 2 also store ``bytes`` as ``_codecs.encode(text, "latin1")``; that one is allowed
-through a wrapper that accepts the latin-1 codec only. Every other global is refused before
-anything is imported or called.
+through a wrapper that accepts the latin-1 codec only. Batches written with protocol 5
+(``pickle.HIGHEST_PROTOCOL``) store arrays as ``numpy._core.numeric._frombuffer``, and labels
+given as a list of NumPy integers are ``numpy._core.multiarray.scalar``; both are allowed through
+stand-ins too. Every other global is refused before anything is imported or called.
 
 Even the allowed numpy globals never see the pickle's arguments: they are replaced by stand-ins
 that validate the array's shape, dtype (plain numeric types only) and byte count and then build
@@ -94,10 +96,34 @@ def _reconstruct(cls, shape, typecode):
     return _Array(cls, shape, typecode)
 
 
+def _frombuffer(buf, dtype, shape, order):
+    """Stands for ``numpy._core.numeric._frombuffer``: an array of protocol 5, its data in band."""
+    if order not in ("C", "F") or not isinstance(buf, (bytes, bytearray)):
+        raise pickle.UnpicklingError("bad array buffer or order")
+    array = _Array(_NDArrayClass, (0,), b"b")
+    array.__setstate__((shape, dtype, order == "F", bytes(buf)))
+    return array
+
+
+def _scalar(dtype, raw):
+    """Stands for ``numpy._core.multiarray.scalar``: one number of a plain numeric dtype."""
+    if not isinstance(dtype, _DType):
+        raise pickle.UnpicklingError("bad scalar dtype")
+    if isinstance(raw, str):
+        raw = raw.encode("latin-1")
+    if not isinstance(raw, bytes) or len(raw) != dtype.dtype.itemsize:
+        raise pickle.UnpicklingError(f"bad {dtype.dtype} scalar data")
+    return np.frombuffer(raw, dtype.dtype)[0]
+
+
 _ALLOWED = {
     ("_codecs", "encode"): _latin1_encode,
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy.core.multiarray", "scalar"): _scalar,
+    ("numpy._core.multiarray", "scalar"): _scalar,
     ("numpy", "ndarray"): _NDArrayClass,
     ("numpy", "dtype"): _DType,
 }
