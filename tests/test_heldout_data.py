@@ -96,3 +96,21 @@ def test_python_batches_pickled_the_usual_ways_load(rng, protocol, labels):
     Xb, yb = parse_python_batch(pickle.dumps({b"data": X, b"labels": given}, protocol=protocol), "batch")
     np.testing.assert_array_equal(Xb, X)
     assert yb.dtype == np.int64 and yb.tolist() == y.tolist()
+
+
+def test_a_run_trained_with_data_is_evaluated_on_that_data(tmp_path, rng, monkeypatch, capsys):
+    # config.toml did not record --data: evaluate without --data read $KLAYER_DATA (or the
+    # cache, downloading CIFAR-10 there), i.e. another data set than the model was trained on
+    data = cifar_python_folder(tmp_path / "mine", rng)
+    exp = tmp_path / "tiny.toml"
+    exp.write_text("[model]\nhidden = [8]\n[data]\nn_val = 30\n[train]\nbatch_size = 30\nn_s = 5\n")
+    run = tmp_path / "run"
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", str(exp), "--data", "mine", "--no-download", "--out", str(run), "--quiet"]) == 0
+    monkeypatch.setenv("KLAYER_DATA", str(tmp_path / "elsewhere"))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # a relative --data would not be found from here
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--split", "val", "--format", "json"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert str(data.resolve()) in out and '"n": 30' in out

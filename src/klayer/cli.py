@@ -7,6 +7,7 @@ error, 130 interrupted (a checkpoint was written; ``--resume`` continues).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -52,6 +53,8 @@ def cmd_train(args) -> int:
         overrides.append(f"train.blas_threads={args.blas_threads}")
     if args.no_download:
         overrides.append("data.download=false")
+    if args.data:  # config.toml then names the run's data, for evaluate and --resume
+        overrides.append(f"data.path={json.dumps(str(Path(args.data).resolve()), ensure_ascii=False)}")
     config = load_experiment(args.experiment, overrides)
     out = Path(args.out) if args.out else Path("runs") / config.name
     try:
