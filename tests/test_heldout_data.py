@@ -1,5 +1,6 @@
 """Data sets the project had not seen: unusual but valid files in every format klayer reads."""
 
+import io
 import pickle
 import struct
 
@@ -7,9 +8,10 @@ import numpy as np
 import pytest
 
 from klayer.cli import main
-from klayer.data.cifar10 import parse_python_batch
+from klayer.data.cifar10 import parse_matlab_batch, parse_python_batch
 from klayer.data.idx import load_idx_folder
 from klayer.data.images import read_image
+from klayer.errors import DataError
 from klayer.metrics import classification_report
 
 Image = pytest.importorskip("PIL.Image")
@@ -114,3 +116,23 @@ def test_a_run_trained_with_data_is_evaluated_on_that_data(tmp_path, rng, monkey
     assert main(["evaluate", str(run), "--split", "val", "--format", "json"]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert str(data.resolve()) in out and '"n": 30' in out
+
+
+def test_matlab_batches_with_double_labels_load(rng):
+    # MATLAB stores labels = [0; 3; ...] as double unless told otherwise: such a batch was
+    # refused ("'labels' is not an integer vector"); whole numbers in range now load
+    scipy_io = pytest.importorskip("scipy.io")
+    X = rng.integers(0, 256, (4, 3072), dtype=np.uint8)
+
+    def batch(labels):
+        buf = io.BytesIO()
+        scipy_io.savemat(buf, {"data": X, "labels": np.asarray(labels, np.float64)[:, None]})
+        return buf.getvalue()
+
+    Xb, yb = parse_matlab_batch(batch([0, 3, 9, 3]), "b.mat")
+    np.testing.assert_array_equal(Xb, X)
+    assert yb.dtype == np.int64 and yb.tolist() == [0, 3, 9, 3]
+    with pytest.raises(DataError, match=r"b.mat: 'labels': row 1: label 2.5 is not an integer"):
+        parse_matlab_batch(batch([0, 2.5, 1, 1]), "b.mat")
+    with pytest.raises(DataError, match=r"row 2: label 10.0 is outside the classes 0..9"):
+        parse_matlab_batch(batch([0, 1, 10, 1]), "b.mat")

@@ -29,6 +29,7 @@ from .archive import read_members
 from .download import download
 from .matfile import read_mat
 from .safe_pickle import safe_loads
+from .validate import check_labels
 
 __all__ = [
     "BATCHES",
@@ -161,7 +162,8 @@ def parse_binary_batch(data: bytes, path):
 
 
 def parse_matlab_batch(data: bytes, path):
-    """A ``.mat`` batch (MATLAB v5) with ``data (N, 3072) uint8`` and ``labels (N, 1)``."""
+    """A ``.mat`` batch (MATLAB v5) with ``data (N, 3072) uint8`` and ``labels (N, 1)`` (integers, or
+    whole numbers as MATLAB's default double)."""
     d = read_mat(data, path)
     for key in ("data", "labels"):
         if key not in d:
@@ -169,6 +171,8 @@ def parse_matlab_batch(data: bytes, path):
     X, y = d["data"], np.asarray(d["labels"])
     if not isinstance(X, np.ndarray) or X.dtype != np.uint8:
         raise DataError(path, "'data' is not a uint8 matrix")
+    if np.issubdtype(y.dtype, np.floating):  # MATLAB's default class: whole numbers in range only
+        y = check_labels(y.reshape(-1), f"{path}: 'labels'", N_CLASSES)
     if not np.issubdtype(y.dtype, np.integer):
         raise DataError(path, "'labels' is not an integer vector")
     return _check_batch(X, y.reshape(-1), path)  # range-checked before the cast to int64
