@@ -461,3 +461,36 @@ def test_ctrl_c_exits_130_with_a_resumable_checkpoint(tmp_path, rng):
     p = run_cli("train", exp, "--data", data, "--out", out, "--resume", "--quiet")
     assert p.returncode == 0, p.stderr
     assert json.loads((out / "results.json").read_text())["status"] == "complete"
+
+
+def test_ctrl_c_says_what_was_left_to_resume(tmp_path, rng, monkeypatch, capsys):
+    """Interrupted before the first checkpoint (here: while the data loads) or after the run had
+    finished, the message does not promise a checkpoint; --resume then trains from the start."""
+    import klayer.runs as runs
+    from klayer.cli import main
+
+    data = write_idx_data(tmp_path / "data", rng, n_train=300)
+    exp = tmp_path / "e.toml"
+    exp.write_text(EXP.format(n_s=10, ckpt=200))
+    out = tmp_path / "run"
+    args = ["train", str(exp), "--data", str(data), "--out", str(out), "--quiet"]
+    real_train = runs.train
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "train", interrupted)
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"no checkpoint yet in {out}; --resume starts the run from the beginning" in err
+    monkeypatch.setattr(runs, "train", real_train)
+    assert main([*args, "--resume"]) == 0
+    assert json.loads((out / "results.json").read_text())["status"] == "complete"
+
+    def finished_then_interrupted(*a, **kw):
+        real_train(*a, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "train", finished_then_interrupted)
+    assert main([*args, "--retrain"]) == 130
+    assert f"the run in {out} had finished (complete); nothing to resume" in capsys.readouterr().err

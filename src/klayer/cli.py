@@ -42,6 +42,22 @@ def _data_root(args):
 
 
 # -- train -----------------------------------------------------------------------------------------
+def _after_interrupt(out: Path) -> str:
+    """What an interrupted ``klayer train`` left in ``out``, and what to do next."""
+    from .runs import run_status
+    from .runs.checkpoint import checkpoint_files
+
+    try:
+        status, saved = run_status(out), bool(checkpoint_files(out))
+    except (OSError, KlayerError):
+        status, saved = "unfinished", True
+    if status in ("complete", "diverged"):
+        return f"the run in {out} had finished ({status}); nothing to resume"
+    if saved:
+        return f"checkpoint in {out}; continue with --resume"
+    return f"no checkpoint yet in {out}; --resume starts the run from the beginning"
+
+
 def cmd_train(args) -> int:
     from .config import load_experiment
     from .runs import train
@@ -67,7 +83,7 @@ def cmd_train(args) -> int:
             retrain=args.retrain,
         )
     except KeyboardInterrupt:
-        print(f"klayer: interrupted; checkpoint in {out}; continue with --resume", file=sys.stderr)
+        print(f"klayer: interrupted; {_after_interrupt(out)}", file=sys.stderr)
         return 130
     r = result.results
     if result.finished_before:
