@@ -143,6 +143,43 @@ def test_workers_exit_when_the_main_process_is_killed(tmp_path):
     assert not _alive(worker), "an orphaned worker kept running"
 
 
+def test_ctrl_c_in_a_terminal_gives_one_line(tmp_path):
+    """Ctrl-C reaches the whole process group: the workers ignore it (no tracebacks of theirs) and,
+    stopped by the owner, leave no semaphore behind (tqdm's default lock is one: Python's resource
+    tracker warned of 'leaked semaphore objects' at exit)."""
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from klayer.pool import WorkerPool
+
+        def task():
+            from tqdm import tqdm
+            with tqdm(total=1, disable=True):  # what a worker's training does
+                time.sleep(120)
+
+        if __name__ == "__main__":
+            try:
+                with WorkerPool(2) as pool:
+                    futures = [pool.submit(task) for _ in range(2)]
+                    print("started", flush=True)
+                    time.sleep(120)
+            except KeyboardInterrupt:
+                print("interrupted", file=sys.stderr)
+                sys.exit(130)
+        """
+    )
+    (tmp_path / "owner.py").write_text(script)
+    proc = subprocess.Popen(
+        [sys.executable, str(tmp_path / "owner.py")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout.readline() == "started\n"
+    time.sleep(3)  # the workers are in their tasks
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err == "interrupted\n", err
+
+
 def _raise(error):
     raise error
 

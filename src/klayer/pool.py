@@ -39,7 +39,19 @@ def _watch_parent(parent: int) -> None:  # pragma: no cover - runs in the worker
 
 
 def _init_worker(parent: int) -> None:  # pragma: no cover - runs in the workers
+    import signal
+
     from threadpoolctl import threadpool_limits
+
+    # Ctrl-C in a terminal reaches the whole process group: the main process stops the workers;
+    # they would otherwise die printing their own KeyboardInterrupt tracebacks
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # tqdm's default lock is a multiprocessing semaphore, which a worker stopped by close(cancel=True)
+    # would leave registered (Python then warns at exit of 'leaked semaphore objects'); workers show
+    # no bars, so a thread lock is enough
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
 
     global _LIMITS
     _LIMITS = threadpool_limits(limits=1, user_api="blas")  # noqa: F841 - held for the worker's life
