@@ -1,13 +1,22 @@
 """Faults met by a QA pass: interrupted work must continue where it stopped."""
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 
 import klayer.sweep as sweep
 from klayer.training import Trainer
 
-from .conftest import tiny_dataset
+from .conftest import tiny_dataset, write_idx_data
 from .test_runs import assert_same_model, run_config
+from .test_suite import BASE, SEARCH
+from .test_train import EXP, run_cli
 
 
 def test_an_interrupted_sweep_without_lockstep_continues_where_it_stopped(tmp_path, monkeypatch):
@@ -35,3 +44,111 @@ def test_an_interrupted_sweep_without_lockstep_continues_where_it_stopped(tmp_pa
     assert [r["status"] for r in results] == ["complete", "complete"]
     for a, b in zip(ref, runs, strict=True):
         assert_same_model(a, b)
+
+
+# -- SIGTERM is Ctrl-C ---------------------------------------------------------------------------
+def test_sigterm_stops_train_at_a_checkpoint_with_143_and_resume_finishes_bitwise(tmp_path, rng):
+    """kill (a batch scheduler's stop, docker stop) on klayer train: the update finishes, a
+    checkpoint is written, one line says what to --resume, exit 143; the resumed run has the bits
+    of a run never stopped. (SIGTERM used to kill Python at once: exit -15, nothing said.)"""
+    data = write_idx_data(tmp_path / "data", rng, n_train=2100)
+    exp = tmp_path / "e.toml"
+    exp.write_text(EXP.format(n_s=1000, ckpt=100))
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    p = run_cli("train", exp, "--data", data, "--out", ref, "--quiet")
+    assert p.returncode == 0, p.stderr
+    args = ["train", str(exp), "--data", str(data), "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "klayer", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while not (out / "checkpoint.safetensors").exists() and time.time() < deadline:
+        time.sleep(0.01)  # training is under way: its first checkpoint is written
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err == f"klayer: terminated; checkpoint in {out}; continue with --resume\n"
+    assert (out / "checkpoint.safetensors").exists() and not (out / "results.json").exists()
+    p = run_cli("train", exp, "--data", data, "--out", out, "--resume", "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert_same_model(ref, out)
+
+
+def test_sigterm_before_training_says_no_checkpoint_yet_and_restores_the_handler(tmp_path, rng, monkeypatch, capsys):
+    import klayer.runs as runs
+    from klayer.cli import main
+
+    data = write_idx_data(tmp_path / "data", rng, n_train=300)
+    exp = tmp_path / "e.toml"
+    exp.write_text(EXP.format(n_s=10, ckpt=200))
+    out = tmp_path / "run"
+
+    def terminated_while_loading(*a, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the handler interrupts this
+
+    def unhandled(signum, frame):  # instead of pytest dying of the signal
+        raise AssertionError("klayer main() left SIGTERM to the caller's handler")
+
+    monkeypatch.setattr(runs, "train", terminated_while_loading)
+    original = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        assert main(["train", str(exp), "--data", str(data), "--out", str(out), "--quiet"]) == 143
+        assert signal.getsignal(signal.SIGTERM) is unhandled  # restored when main returns
+    finally:
+        signal.signal(signal.SIGTERM, original)
+    err = capsys.readouterr().err
+    assert err == f"klayer: terminated; no checkpoint yet in {out}; --resume starts the run from the beginning\n"
+
+
+def _workers(pid: int) -> list[int]:
+    """The pool's worker processes of ``pid`` (not its resource tracker)."""
+    kids = []
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                if not (d.isdigit() and int(f.read().rsplit(")", 1)[1].split()[1]) == pid):
+                    continue
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                if b"resource_tracker" not in f.read():
+                    kids.append(int(d))
+        except (OSError, ValueError, IndexError):
+            pass
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="lists the workers in /proc")
+def test_sigterm_on_reproduce_stops_the_pool_with_one_line_and_143(tmp_path, rng):
+    """SIGTERM to reproduce's main process: one line, exit 143, its workers stopped (the pool
+    stops them with SIGTERM, which they must not catch), and the next reproduce continues."""
+    data = write_idx_data(tmp_path / "data", rng, n_train=3000)
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "idx_base.toml").write_text(BASE.format(data=data, n_s=600))
+    (exp / "idx_search.toml").write_text(SEARCH.format(coarse=6))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "klayer", "reproduce", str(exp / "idx_search.toml"), "--out", str(out)]
+    cmd += ["--jobs", "2", "--seeds", "1"]
+    env = {**os.environ, "KLAYER_MAX_K": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    runs = out / "idx_search" / "runs"
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None and not list(runs.glob("*/results.json")):
+        time.sleep(0.05)
+    workers = [w for w in _workers(proc.pid) if _alive(w)]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err == "klayer: terminated\n"
+    assert workers and not [w for w in workers if _alive(w)], "a worker outlived the pool"
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert sum(e["stage"] == "coarse" for e in json.loads((out / "idx_search" / "study.json").read_text())["runs"]) == 6

@@ -1,14 +1,18 @@
 """The ``klayer`` command: a thin layer that parses arguments and calls the API.
 
 Exit status: 0 success, 1 failure (bad data or config, divergence, a failed check), 2 usage
-error, 130 interrupted (a checkpoint was written; ``--resume`` continues).
+error, 130 interrupted by Ctrl-C (a checkpoint was written; ``--resume`` continues), 143 stopped by
+SIGTERM (``kill``, a batch scheduler, ``docker stop``), which is handled exactly like Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +43,35 @@ def _floats(text: str) -> tuple[float, ...]:
 
 def _data_root(args):
     return Path(args.data) if getattr(args, "data", None) else None
+
+
+# -- interruptions --------------------------------------------------------------------------------
+_terminated = False  # set by SIGTERM: the interruption is reported as such, with exit status 143
+
+
+def _on_sigterm(signum, frame) -> None:
+    """SIGTERM does what Ctrl-C does at this instant: it calls the SIGINT handler in place (the
+    training loop's, which stops at the end of the current update and writes a checkpoint; else
+    Python's, which raises KeyboardInterrupt), or raises KeyboardInterrupt when SIGINT is ignored
+    (a background job of a non-interactive shell)."""
+    global _terminated
+    _terminated = True
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
+def _takes_sigterm() -> bool:
+    """SIGTERM is taken as Ctrl-C in the main thread of the main process only. Never in a worker
+    process: the pool stops its workers with SIGTERM and relies on them dying at once."""
+    return multiprocessing.parent_process() is None and threading.current_thread() is threading.main_thread()
+
+
+def _interrupted() -> tuple[str, int]:
+    """How the run was stopped: ``("terminated", 143)`` after SIGTERM, else ``("interrupted", 130)``."""
+    return ("terminated", 128 + signal.SIGTERM) if _terminated else ("interrupted", 130)
 
 
 # -- train -----------------------------------------------------------------------------------------
@@ -83,8 +116,9 @@ def cmd_train(args) -> int:
             retrain=args.retrain,
         )
     except KeyboardInterrupt:
-        print(f"klayer: interrupted; {_after_interrupt(out)}", file=sys.stderr)
-        return 130
+        word, code = _interrupted()
+        print(f"klayer: {word}; {_after_interrupt(out)}", file=sys.stderr)
+        return code
     r = result.results
     if result.finished_before:
         print(
@@ -335,10 +369,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    global _terminated
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "features", None) == 0:
         args.features = None
+    _terminated = False
+    if not _takes_sigterm():
+        return _run(args)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _run(args)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _run(args) -> int:
     try:
         return args.func(args)
     except KlayerError as e:
@@ -353,8 +399,9 @@ def main(argv=None) -> int:
         print(f"klayer: error: out of memory: {what} (lower the sizes: hidden widths, batch, images)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("klayer: interrupted", file=sys.stderr)
-        return 130
+        word, code = _interrupted()
+        print(f"klayer: {word}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover
