@@ -152,3 +152,75 @@ def test_sigterm_on_reproduce_stops_the_pool_with_one_line_and_143(tmp_path, rng
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stderr
     assert sum(e["stage"] == "coarse" for e in json.loads((out / "idx_search" / "study.json").read_text())["runs"]) == 6
+
+
+# -- temporary files left by a kill -9 mid-write ---------------------------------------------------
+STALE = [".checkpoint.next.safetensors.k2x_9q0a.tmp", ".history.csv.abcdefgh.tmp", ".results.json.00000000.tmp"]
+NOT_OURS = [
+    "notes.tmp",  # no leading dot
+    ".hidden.tmp",  # no random part
+    ".history.csv.abc.tmp",  # not mkstemp's 8 characters
+    ".history.csv.ABCDEFGH.tmp",  # not mkstemp's alphabet
+    "history.csv.abcdefgh.tmp",
+    ".history.csv.abcdefgh.tmp.bak",
+]
+
+
+def _plant(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in STALE + NOT_OURS:
+        (folder / name).write_text("partial")
+    (folder / ".dir.abcdefgh.tmp").mkdir(exist_ok=True)  # a folder with the pattern's name stays
+
+
+def _assert_only_ours_removed(folder):
+    names = {p.name for p in folder.iterdir()}
+    assert not names & set(STALE), names & set(STALE)
+    assert set(NOT_OURS) | {".dir.abcdefgh.tmp"} <= names
+    assert all((folder / n).read_text() == "partial" for n in NOT_OURS)
+
+
+def test_resume_removes_the_temporary_files_a_kill_left_and_nothing_else(tmp_path, monkeypatch):
+    """atomic_write's hidden .NAME.XXXXXXXX.tmp files, left by a kill -9 mid-write, stayed in the run
+    folder forever; resuming (or starting) the run removes them, in snapshots/ too, and only them."""
+    from klayer.runs import train, train_lockstep
+
+    from .test_runs import interrupt_at
+
+    data = tiny_dataset(np.random.default_rng(0))
+    out = tmp_path / "run"
+    config = run_config(checkpoint_every=7, snapshots=True)
+    real = interrupt_at(monkeypatch, 40)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, data, out=out)
+    monkeypatch.setattr(Trainer, "step", real)
+    _plant(out)
+    _plant(out / "snapshots")
+    assert train(config, data, out=out, resume=True).results["status"] == "complete"
+    _assert_only_ours_removed(out)
+    _assert_only_ours_removed(out / "snapshots")
+    fresh = tmp_path / "fresh"
+    _plant(fresh)  # a new run in a folder holding only someone's files (and klayer's leftovers)
+    train(config, data, out=fresh)
+    _assert_only_ours_removed(fresh)
+    lockstep = tmp_path / "lockstep"
+    _plant(lockstep)
+    train_lockstep([run_config()], data, [lockstep])
+    _assert_only_ours_removed(lockstep)
+
+
+def test_a_run_folder_has_one_writer_and_a_second_is_refused_in_one_line(tmp_path):
+    """Removing temporary files is safe because no other klayer process writes the folder: a
+    second writer (here: the lock held elsewhere) is refused at once, leaving the files alone."""
+    from klayer.errors import KlayerError
+    from klayer.io import folder_lock
+    from klayer.runs import train
+
+    data = tiny_dataset(np.random.default_rng(0))
+    out = tmp_path / "run"
+    _plant(out)
+    with folder_lock(out, "run folder"):
+        with pytest.raises(KlayerError, match=f"^{out}: another klayer process is writing this run folder"):
+            train(run_config(), data, out=out, retrain=True)
+        assert {p.name for p in out.iterdir()} >= set(STALE)
+    assert train(run_config(), data, out=out, retrain=True).results["status"] == "complete"  # the lock went

@@ -5,21 +5,25 @@ Every output of klayer (JSON, CSV, TOML, safetensors, PNG, HTML) goes through
 fsynced, and the file is renamed over its final name (then the folder is fsynced). A full disk,
 a read-only folder or a ``kill -9`` therefore leaves either the old file or the new one, never a
 mixture; an ``OSError`` becomes an :class:`~klayer.errors.OutputError` that names the path and
-the cause.
+the cause. A ``kill -9`` in the middle of a write also leaves the hidden temporary file
+(``.NAME.XXXXXXXX.tmp``); the next writer of that folder, holding :func:`folder_lock`, removes it
+with :func:`remove_stale_temporaries`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .errors import OutputError
+from .errors import KlayerError, OutputError
 
 __all__ = [
     "atomic_write",
@@ -29,6 +33,8 @@ __all__ = [
     "save_figure",
     "ensure_dir",
     "read_at_most",
+    "folder_lock",
+    "remove_stale_temporaries",
     "MAX_DEFLATE_RATIO",
 ]
 
@@ -99,6 +105,66 @@ def atomic_write(path, data: bytes | str) -> Path:
             os.unlink(tmp)
     _fsync_dir(path.parent)
     return path
+
+
+# atomic_write's temporary names: mkstemp's prefix ".NAME.", 8 characters of its alphabet, ".tmp"
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_stale_temporaries(folder) -> list[Path]:
+    """Remove the temporary files that :func:`atomic_write` left in ``folder`` when it was killed
+    mid-write; return them. Only regular files named as :func:`atomic_write` names them
+    (``.NAME.XXXXXXXX.tmp``) go; nothing else is touched, subfolders are not entered.
+
+    The caller must be the folder's only writer (it holds :func:`folder_lock`): a temporary file
+    of a write under way elsewhere would be removed from under it.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return removed
+    except OSError as e:
+        raise OutputError(folder, e) from None
+    for entry in entries:
+        if _TEMPORARY.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise OutputError(entry.path, e) from None
+            removed.append(Path(entry.path))
+    return removed
+
+
+@contextlib.contextmanager
+def folder_lock(folder, what: str = "folder"):
+    """Hold an exclusive advisory lock (``flock``) on ``folder`` itself (no lock file) while the
+    block runs: one writer at a time. A second klayer process asking for it gets a KlayerError
+    at once; the lock goes with the process (``kill -9`` included). On a file system without
+    ``flock`` on folders (or without ``fcntl``), nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield Path(folder)
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as e:
+        raise OutputError(folder, e) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise KlayerError(
+                f"{folder}: another klayer process is writing this {what}; wait for it to end or use another folder"
+            ) from None
+        except OSError:  # no flock here (some network file systems): go on unlocked
+            pass
+        yield Path(folder)
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _json_default(o):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import shutil
 import sys
@@ -15,7 +16,7 @@ from ..config import ExperimentConfig, load_experiment
 from ..data.prepare import Dataset, load_dataset
 from ..diagnostics import DiagnosticsRecorder
 from ..errors import ConfigError, KlayerError, OutputError
-from ..io import atomic_write, ensure_dir
+from ..io import atomic_write, ensure_dir, folder_lock, remove_stale_temporaries
 from ..network import Network
 from ..training.loop import Trainer
 from .checkpoint import checkpoint_files, read_checkpoint, remove_checkpoints, restore, validate
@@ -83,6 +84,16 @@ def _remove_outputs(folder: Path) -> None:
         raise OutputError(getattr(e, "filename", None) or folder, e) from None
 
 
+def _claim(folder: Path, held: contextlib.ExitStack) -> bool:
+    """Lock run ``folder`` for this writer until ``held`` closes (KlayerError when another klayer
+    process writes it), then remove the temporary files a write killed midway left in it and in
+    its ``snapshots``; True."""
+    held.enter_context(folder_lock(folder, "run folder"))
+    remove_stale_temporaries(folder)
+    remove_stale_temporaries(folder / "snapshots")
+    return True
+
+
 def _warn(message: str) -> None:
     print(f"klayer: warning: {message}", file=sys.stderr)
 
@@ -148,42 +159,48 @@ def train(
     t_wall = time.perf_counter()
     tc = config.train
     status = "empty"
-    if out is not None:
-        out = Path(out)
-        status = _prepare_folder(out, config, resume, retrain, log)
-        if status == "complete":
-            saved = load_model(out / "model.safetensors")
-            res, _ = read_results(out / "results.json")
-            return TrainResult(saved.network, read_history(out / "history.csv"), res, out, True)
-    with threadpool_limits(limits=tc.blas_threads, user_api="blas"):
-        if data is None:
-            data = load_dataset(config.data, data_root, dtype=tc.dtype, progress=progress)
-        recorder = DiagnosticsRecorder() if tc.diagnostics else None
-        callbacks = [recorder] if recorder else []
-        folder = None
+    with contextlib.ExitStack() as held:  # the run folder's lock, once the folder exists
+        claimed = False
         if out is not None:
-            snapshots = SnapshotWriter(out, 0) if tc.snapshots else None
-            folder = RunFolder(out, 0, t_wall, recorder, snapshots)
-            callbacks += [snapshots] if snapshots else []
-            callbacks += [Checkpointer(out, tc.checkpoint_every), folder]
-        trainer = Trainer([config], data, callbacks)
-        if out is not None:
-            if resume and status != "empty":
-                found = read_checkpoint(out, log, functools.partial(validate, trainer))
-                if found is not None:
-                    restore(trainer, *found)
-            if retrain:  # the data loaded and the trainer is built: the new outputs are coming
-                _remove_outputs(out)
-            ensure_dir(out)
-            atomic_write(out / "config.toml", config.to_toml())
-            for stale in ("results.json", "model.safetensors"):
-                try:
-                    (out / stale).unlink(missing_ok=True)
-                except OSError as e:
-                    raise OutputError(out / stale, e) from None
-        trainer.run(progress=progress, desc=config.name)
-        res = folder.results if folder is not None else run_results(trainer, 0, time.perf_counter() - t_wall)
-    return TrainResult(trainer.network(0), trainer.history[0], res, out)
+            out = Path(out)
+            if out.is_dir():
+                claimed = _claim(out, held)
+            status = _prepare_folder(out, config, resume, retrain, log)
+            if status == "complete":
+                saved = load_model(out / "model.safetensors")
+                res, _ = read_results(out / "results.json")
+                return TrainResult(saved.network, read_history(out / "history.csv"), res, out, True)
+        with threadpool_limits(limits=tc.blas_threads, user_api="blas"):
+            if data is None:
+                data = load_dataset(config.data, data_root, dtype=tc.dtype, progress=progress)
+            recorder = DiagnosticsRecorder() if tc.diagnostics else None
+            callbacks = [recorder] if recorder else []
+            folder = None
+            if out is not None:
+                snapshots = SnapshotWriter(out, 0) if tc.snapshots else None
+                folder = RunFolder(out, 0, t_wall, recorder, snapshots)
+                callbacks += [snapshots] if snapshots else []
+                callbacks += [Checkpointer(out, tc.checkpoint_every), folder]
+            trainer = Trainer([config], data, callbacks)
+            if out is not None:
+                ensure_dir(out)
+                if not claimed:
+                    claimed = _claim(out, held)
+                if resume and status != "empty":
+                    found = read_checkpoint(out, log, functools.partial(validate, trainer))
+                    if found is not None:
+                        restore(trainer, *found)
+                if retrain:  # the data loaded and the trainer is built: the new outputs are coming
+                    _remove_outputs(out)
+                atomic_write(out / "config.toml", config.to_toml())
+                for stale in ("results.json", "model.safetensors"):
+                    try:
+                        (out / stale).unlink(missing_ok=True)
+                    except OSError as e:
+                        raise OutputError(out / stale, e) from None
+            trainer.run(progress=progress, desc=config.name)
+            res = folder.results if folder is not None else run_results(trainer, 0, time.perf_counter() - t_wall)
+            return TrainResult(trainer.network(0), trainer.history[0], res, out)
 
 
 def train_lockstep(
@@ -202,12 +219,13 @@ def train_lockstep(
     """
     t_wall = time.perf_counter()
     threads = blas_threads or configs[0].train.blas_threads
-    with threadpool_limits(limits=threads, user_api="blas"):
+    with contextlib.ExitStack() as held, threadpool_limits(limits=threads, user_api="blas"):
         recorder = DiagnosticsRecorder() if configs[0].train.diagnostics else None
         folders = []
         if outs is not None:
             for i, cfg in enumerate(configs):
-                d = Path(outs[i])
+                d = ensure_dir(outs[i])
+                _claim(d, held)
                 _remove_outputs(d)  # an unfinished run of a sweep is retrained from the start
                 atomic_write(d / "config.toml", cfg.to_toml())
                 snapshots = SnapshotWriter(d, i) if cfg.train.snapshots else None
