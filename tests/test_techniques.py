@@ -719,3 +719,45 @@ def test_sgd_momentum_with_scratch_arrays_is_bitwise_the_plain_expression(rng, d
         for k in p:
             np.testing.assert_array_equal(p[k], ref_p[k])
             np.testing.assert_array_equal(state[f"v.{k}"], ref_v[k])
+
+
+def test_a_translate_as_large_as_the_images_is_refused_in_one_line(tmp_path, rng, capsys):
+    """augment.translate >= the images' height or width moved whole images out of the picture and
+    trained on blanks without a word (translate = 12 on 8x8 images: test accuracy at chance);
+    it is refused naming the field and the image size, before anything is written."""
+    from klayer.cli import main
+    from klayer.config import from_dict, load_experiment
+    from klayer.errors import ConfigError
+    from klayer.training import Trainer
+
+    from .conftest import tiny_dataset, write_idx_data
+    from .test_train import EXP
+
+    data = write_idx_data(tmp_path / "data", rng, n_train=300)  # 1x8x8 images
+    for T, code in ((8, 1), (12, 1), (7, 0)):
+        exp = tmp_path / f"t{T}.toml"
+        exp.write_text(EXP.format(n_s=5, ckpt=0) + f"[augment]\ntranslate = {T}\n")
+        out = tmp_path / f"run{T}"
+        assert main(["train", str(exp), "--data", str(data), "--out", str(out), "--quiet"]) == code
+        err = capsys.readouterr().err
+        if code:
+            assert err == (
+                f"klayer: error: augment: `translate` = {T} must be below the images' height and width (the data's "
+                "images are 1x8x8, channels x height x width): a shift of 8 pixels or more moves the whole image out\n"
+            )
+            assert not out.exists()
+    # an image folder's size is in the config: refused when the file is read
+    exp = tmp_path / "images.toml"
+    exp.write_text('[data]\ndataset = "images"\nimage_shape = [3, 16, 12]\n[augment]\ntranslate = 12\n')
+    with pytest.raises(
+        ConfigError, match=r"images.toml: augment.translate = 12 must be below .* data.image_shape = \[3, 16, 12\]"
+    ):
+        load_experiment(exp)
+    exp.write_text('[data]\ndataset = "images"\nimage_shape = [3, 16, 12]\n[augment]\ntranslate = 11\n')
+    load_experiment(exp)
+    # rows that are no images at all: refused too
+    config = from_dict({"augment": {"translate": 2}, "train": {"batch_size": 10}})
+    with pytest.raises(
+        ConfigError, match=r"^augment: augmentation needs image data \(the data set has no image shape\)$"
+    ):
+        Trainer([config], tiny_dataset(rng))

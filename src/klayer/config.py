@@ -255,7 +255,8 @@ class AugmentConfig:
     Attributes
     ----------
     flip : random horizontal flip with probability 1/2.
-    translate : in ``[0, 16]``, random shift by up to this many pixels in each direction.
+    translate : in ``[0, 16]``, random shift by up to this many pixels in each direction; below the
+        images' height and width (checked against the data).
     padding : what a shift brings in: ``"zero"``, ``"reflect"`` or ``"edge"``.
     crop_scale : in ``(0, 1]``, random-resized crop's minimum area fraction (1 disables it).
     jitter : in ``[0, 1]``, colour jitter strength (0 disables it).
@@ -283,6 +284,13 @@ class ExperimentConfig:
     def _cross(self):
         if self.model.batch_norm and self.train.batch_size < 2:
             fail(f"`model.batch_norm` = true needs `train.batch_size` >= 2, got {self.train.batch_size}")
+        shape, T = self.data.image_shape, self.augment.translate
+        if T and shape is not None and len(shape) == 3 and T >= min(shape[1:]):
+            # other data sets' image sizes are known once loaded: the trainer checks them then
+            fail(
+                f"`augment.translate` = {T} must be below the height and width of `data.image_shape` = "
+                f"{list(shape)}: a shift of {min(shape[1:])} pixels or more moves the whole image out"
+            )
         return self
 
     def to_dict(self) -> dict:

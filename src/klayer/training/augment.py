@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-__all__ = ["Augmenter", "flip", "translate", "resized_crop", "colour_jitter"]
+__all__ = ["Augmenter", "check_translate", "flip", "translate", "resized_crop", "colour_jitter"]
 
 _PAD_MODES = {"zero": "constant", "reflect": "reflect", "edge": "edge"}
 
@@ -90,6 +90,17 @@ def colour_jitter(images: np.ndarray, strength: float, rng: np.random.Generator)
     return np.clip(x, 0, 255, out=x)
 
 
+def check_translate(T: int, image_shape) -> None:
+    """ValueError unless a shift of up to ``T`` pixels keeps part of every image of
+    ``image_shape = (C, H, W)`` in the picture: ``T`` must be below ``H`` and ``W``."""
+    C, H, W = image_shape
+    if T >= min(H, W):
+        raise ValueError(
+            f"`translate` = {T} must be below the images' height and width (the data's images are {C}x{H}x{W}, "
+            f"channels x height x width): a shift of {min(H, W)} pixels or more moves the whole image out"
+        )
+
+
 @dataclass(frozen=True)
 class Augmenter:
     """The transforms of an experiment's ``[augment]`` table, for images of ``image_shape``.
@@ -113,6 +124,7 @@ class Augmenter:
             return None
         if image_shape is None:
             raise ValueError("augmentation needs image data (the data set has no image shape)")
+        check_translate(a.translate, image_shape)
         return cls(tuple(image_shape), a.flip, a.translate, a.padding, a.crop_scale, a.jitter)
 
     def __call__(self, X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
