@@ -224,3 +224,31 @@ def test_a_run_folder_has_one_writer_and_a_second_is_refused_in_one_line(tmp_pat
             train(run_config(), data, out=out, retrain=True)
         assert {p.name for p in out.iterdir()} >= set(STALE)
     assert train(run_config(), data, out=out, retrain=True).results["status"] == "complete"  # the lock went
+
+
+# -- a finished run with checkpoints left ---------------------------------------------------------
+def test_resuming_a_finished_run_removes_the_checkpoints_a_kill_left(tmp_path, monkeypatch):
+    """A kill between writing results.json and removing the checkpoints left a finished run with
+    checkpoints forever (--resume said finished and kept them). Opening it removes them and
+    changes nothing else."""
+    from klayer.runs import train
+    from klayer.runs.checkpoint import checkpoint_files
+
+    from .test_runs import interrupt_at
+
+    data = tiny_dataset(np.random.default_rng(0))
+    config = run_config(checkpoint_every=7)
+    stopped, out = tmp_path / "stopped", tmp_path / "run"
+    real = interrupt_at(monkeypatch, 40)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, data, out=stopped)
+    monkeypatch.setattr(Trainer, "step", real)
+    train(config, data, out=out)
+    assert not checkpoint_files(out)
+    for src in checkpoint_files(stopped):  # the state a kill after results.json leaves
+        (out / src.name).write_bytes(src.read_bytes())
+    assert checkpoint_files(out)
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir() if "checkpoint" not in p.name}
+    again = train(config, data, out=out, resume=True)
+    assert again.finished_before and not checkpoint_files(out)
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == before

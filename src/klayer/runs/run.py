@@ -94,6 +94,17 @@ def _claim(folder: Path, held: contextlib.ExitStack) -> bool:
     return True
 
 
+def _remove_leftover_checkpoints(folder: Path, claimed: bool) -> None:
+    """Remove the checkpoints of a finished run (``results.json`` complete and its model present):
+    :class:`RunFolder` removes them after writing ``results.json``, and a kill in between left them.
+    Only by the folder's writer (``claimed``)."""
+    if claimed and checkpoint_files(folder):
+        try:
+            remove_checkpoints(folder)
+        except OSError as e:
+            raise OutputError(getattr(e, "filename", None) or folder, e) from None
+
+
 def _warn(message: str) -> None:
     print(f"klayer: warning: {message}", file=sys.stderr)
 
@@ -167,6 +178,8 @@ def train(
                 claimed = _claim(out, held)
             status = _prepare_folder(out, config, resume, retrain, log)
             if status == "complete":
+                # checkpoints left by a kill between results.json and their removal: the run is finished
+                _remove_leftover_checkpoints(out, claimed)
                 saved = load_model(out / "model.safetensors")
                 res, _ = read_results(out / "results.json")
                 return TrainResult(saved.network, read_history(out / "history.csv"), res, out, True)
