@@ -136,3 +136,30 @@ def test_matlab_batches_with_double_labels_load(rng):
         parse_matlab_batch(batch([0, 2.5, 1, 1]), "b.mat")
     with pytest.raises(DataError, match=r"row 2: label 10.0 is outside the classes 0..9"):
         parse_matlab_batch(batch([0, 1, 10, 1]), "b.mat")
+
+
+def test_matlab_batches_with_double_data_load(rng):
+    # a student's own batches saved by MATLAB hold data = double(images) unless told otherwise: such
+    # a batch was refused ("'data' is not a uint8 matrix"); whole numbers in 0..255 now load, bitwise
+    scipy_io = pytest.importorskip("scipy.io")
+    X = rng.integers(0, 256, (4, 3072), dtype=np.uint8)
+    X[0, 0], X[1, 1] = 0, 255
+
+    def batch(data):
+        buf = io.BytesIO()
+        scipy_io.savemat(buf, {"data": data, "labels": np.array([[0], [3], [9], [3]], np.uint8)})
+        return buf.getvalue()
+
+    for dtype in (np.float64, np.float32, np.int32, np.uint16):
+        Xb, yb = parse_matlab_batch(batch(X.astype(dtype)), "b.mat")
+        assert Xb.dtype == np.uint8 and yb.tolist() == [0, 3, 9, 3]
+        np.testing.assert_array_equal(Xb, X)
+    for value, shown in ((127.5, "127.5"), (256.0, "256.0"), (-1.0, "-1.0"), (np.nan, "nan"), (np.inf, "inf")):
+        bad = X.astype(np.float64)
+        bad[2, 17] = value
+        with pytest.raises(
+            DataError, match=rf"^b.mat: 'data': row 2, column 17: value {shown} is not a whole number in 0..255$"
+        ):
+            parse_matlab_batch(batch(bad), "b.mat")
+    with pytest.raises(DataError, match=r"^b.mat: 'data' is not a uint8 matrix$"):
+        parse_matlab_batch(batch(X.astype(bool)), "b.mat")

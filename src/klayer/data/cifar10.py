@@ -161,14 +161,31 @@ def parse_binary_batch(data: bytes, path):
     return _check_batch(a[:, 1:], a[:, 0].astype(np.int64), path)
 
 
+def _whole_pixels(X: np.ndarray, path) -> np.ndarray:
+    """``X`` as uint8 when every value is a whole number in 0..255; else DataError naming the first
+    value that is not (its row and column)."""
+    if X.ndim != 2 or X.shape[1] != N_FEATURES:
+        raise DataError(path, f"data has shape {X.shape}, expected (N, {N_FEATURES})")
+    with np.errstate(invalid="ignore"):
+        bad = ~((X >= 0) & (X <= 255))  # NaN fails both
+        if X.dtype.kind == "f":
+            bad |= X != np.round(X)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise DataError(path, f"'data': row {i}, column {j}: value {X[i, j].item()} is not a whole number in 0..255")
+    return X.astype(np.uint8)
+
+
 def parse_matlab_batch(data: bytes, path):
-    """A ``.mat`` batch (MATLAB v5) with ``data (N, 3072) uint8`` and ``labels (N, 1)`` (integers, or
-    whole numbers as MATLAB's default double)."""
+    """A ``.mat`` batch (MATLAB v5) with ``data (N, 3072)`` and ``labels (N, 1)``: integers, or whole
+    numbers stored as MATLAB's default double (pixels in 0..255, labels in 0..9)."""
     d = read_mat(data, path)
     for key in ("data", "labels"):
         if key not in d:
             raise DataError(path, f"missing variable {key!r}")
     X, y = d["data"], np.asarray(d["labels"])
+    if isinstance(X, np.ndarray) and X.dtype != np.uint8 and X.dtype != bool and X.dtype.kind in "iuf":
+        X = _whole_pixels(X, path)  # MATLAB's default double, or another integer class
     if not isinstance(X, np.ndarray) or X.dtype != np.uint8:
         raise DataError(path, "'data' is not a uint8 matrix")
     if np.issubdtype(y.dtype, np.floating):  # MATLAB's default class: whole numbers in range only
