@@ -264,3 +264,38 @@ def test_zca_of_constant_training_images_names_the_data_set_not_a_nan(tmp_path):
         DataError, match=r"const-src \(train split\): ZCA whitening cannot be computed: .*zero variance"
     ):
         prepare(raw, n_val=10, whiten="zca")
+
+
+def _strict(text):
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_files_are_strict_json_when_a_history_diverged(tmp_path):
+    """write_json wrote NaN and Infinity (allow_nan=True), which no strict JSON parser reads: a
+    diverged loss in a history (sanity.json's curves, lr_range.json) made the file invalid. They
+    are written as null, the readers take null back, and nonfinite='refuse' writes nothing."""
+    from klayer.io import write_json
+    from klayer.suite.parts import read_sanity
+
+    rows = [
+        {"epoch": 0.0, "train_loss": 2.3, "train_accuracy": 0.1},
+        {"epoch": 1.0, "train_loss": float("inf"), "train_accuracy": np.float32(0.1)},
+        {"epoch": 2.0, "train_loss": np.float64("nan"), "train_accuracy": float("nan")},
+    ]
+    doc = {"settings": {"n": 100}, "curves": {"without batch norm": rows}, "losses": np.array([1.0, -np.inf])}
+    write_json(tmp_path / "sanity.json", doc)
+    back = _strict((tmp_path / "sanity.json").read_text())
+    assert [r["train_loss"] for r in back["curves"]["without batch norm"]] == [2.3, None, None]
+    assert back["losses"] == [1.0, None] and back["curves"]["without batch norm"][1]["train_accuracy"] == pytest.approx(
+        0.1
+    )
+    s, problem = read_sanity(tmp_path)
+    assert problem is None, problem
+    loss = [r["train_loss"] for r in s["curves"]["without batch norm"]]
+    assert loss[0] == 2.3 and np.isnan(loss[1]) and np.isnan(loss[2])
+    with pytest.raises(ValueError):
+        write_json(tmp_path / "strict.json", doc, nonfinite="refuse")
+    assert not list(tmp_path.glob("*strict*"))

@@ -221,7 +221,7 @@ def cmd_evaluate(args) -> int:
         out = ensure_dir(args.out)
         title = f"{'ensemble of ' + str(len(models)) if len(models) > 1 else paths[0].name}: {what}"
         plot_confusion(rep["confusion"], rep["classes"], out / "confusion.png", title[:90])
-        write_json(out / "metrics.json", rep, allow_nan=False)  # finite: _strict_json passed above
+        write_json(out / "metrics.json", rep, nonfinite="refuse")  # finite: _strict_json passed above
         if args.save_probabilities:
             buf = io.BytesIO()
             np.save(buf, P)

@@ -175,11 +175,30 @@ def _json_default(o):
     raise TypeError(f"cannot write {type(o).__name__} as JSON")
 
 
-def write_json(path, obj, allow_nan: bool = True) -> Path:
+def _finite(o):
+    """``o`` with every NaN or infinite float (NumPy's too) made None, containers rebuilt."""
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_finite(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _finite(o.tolist())
+    if isinstance(o, float | np.floating):
+        return float(o) if np.isfinite(o) else None
+    return o
+
+
+def write_json(path, obj, nonfinite: str = "null") -> Path:
     """``obj`` as indented, key-sorted JSON (NumPy scalars and arrays allowed), atomically.
-    ``allow_nan=False``: RFC 8259 JSON, a NaN or infinity raises ValueError before anything is
-    written."""
-    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=allow_nan)
+
+    The file is always RFC 8259 JSON, which has no NaN or infinity: ``nonfinite="null"`` writes
+    them as ``null`` (a diverged loss in a history: readers take null for "no finite value");
+    ``nonfinite="refuse"``: a NaN or infinity raises ValueError before anything is written."""
+    if nonfinite not in ("null", "refuse"):
+        raise ValueError(f"nonfinite must be 'null' or 'refuse', got {nonfinite!r}")
+    if nonfinite == "null":
+        obj = _finite(obj)
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=False)
     return atomic_write(path, text + "\n")
 
 

@@ -109,7 +109,8 @@ _GRADCHECK = {
         }
     ],
 }
-_SANITY = {"settings": {}, "curves": {"*": [{"epoch": "num", "train_loss": "num", "train_accuracy": "num"}]}}
+# a loss that became NaN or infinite is written as null (JSON has neither)
+_SANITY = {"settings": {}, "curves": {"*": [{"epoch": "num", "train_loss": "num?", "train_accuracy": "num?"}]}}
 
 
 def read_study(sdir: Path) -> dict:
@@ -169,6 +170,10 @@ def read_sanity(sdir: Path) -> tuple[dict | None, str | None]:
         empty = [k for k, v in s["curves"].items() if not v]
         if empty or not s["curves"]:
             problem = f"{path}: field curves{'.' + empty[0] if empty else ''} is empty"
+        for rows in s["curves"].values():  # null (what write_json makes of NaN or infinity) back to NaN
+            for r in rows:
+                for k in ("train_loss", "train_accuracy"):
+                    r[k] = float("nan") if r[k] is None else r[k]
     return (s, None) if problem is None else (None, problem)
 
 
