@@ -268,3 +268,29 @@ def test_train_from_an_image_folder_and_predict_its_images(tmp_path, rng, capsys
     assert main(["predict", str(tmp_path / "run"), str(tmp_path / "new"), "--format", "json", "--top-k", "1"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [(r["input"].split("/")[-1], r["top"][0]["class"]) for r in out] == [("b.jpg", "blue"), ("r.png", "red")]
+
+
+def test_a_folder_of_splits_is_never_read_as_classes(tmp_path, rng):
+    """train/ and val/ without test/ was read as a data set of two classes named 'train' and 'val';
+    sub-folders that are all split names are a split layout, which needs train/ and test/ (one
+    line otherwise); a val/ beside them is not read and a line says so; a class named 'train' among
+    other classes stays a class."""
+    import shutil
+
+    root = make_folder(tmp_path / "tv", rng, per_class=4, test=True)
+    shutil.move(root / "test", root / "val")
+    with pytest.raises(DataError, match=r"tv: holds the splits train/, val/ but no test/: a split image folder needs"):
+        load_image_folder(root, (3, 8, 8), log=pytest.fail)
+    shutil.move(root / "train", root / "validation")
+    with pytest.raises(DataError, match=r"tv: holds the splits val/, validation/ but no train/"):
+        load_image_folder(root, (3, 8, 8), log=pytest.fail)
+    root = make_folder(tmp_path / "tvt", rng, per_class=4, test=True)
+    shutil.copytree(root / "test", root / "val")
+    lines = []
+    raw = load_image_folder(root, (3, 8, 8), log=lines.append)
+    assert raw.classes == tuple(sorted(COLOURS)) and len(raw.batches["test"][1]) == 3 * len(COLOURS)
+    assert lines == [f"{root / 'val'}: not read; the validation images are held out of train/ (data.n_val)"]
+    root = make_folder(tmp_path / "vehicles", rng, per_class=4)
+    shutil.copytree(root / sorted(COLOURS)[0], root / "train")  # a class of trains
+    raw = load_image_folder(root, (3, 8, 8), log=pytest.fail)
+    assert "train" in raw.classes and len(raw.classes) == len(COLOURS) + 1

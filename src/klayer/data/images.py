@@ -8,8 +8,10 @@ to the target's aspect ratio and resized (bicubic, antialiased) to ``H x W``.
 
 An image folder is the torchvision ``ImageFolder`` convention: one sub-folder per class, named
 after the class, with the images anywhere below it; the classes are the sub-folders' names in
-sorted order. If the folder holds ``train/`` and ``test/`` sub-folders, those are the splits;
-otherwise a seeded, stratified ``test_fraction`` of each class is held out as the test set.
+sorted order. If the folder's sub-folders are all split names (``train``, ``test``, ``val``,
+``valid``, ``validation``), ``train/`` and ``test/`` are the splits and must both be there (a
+``val/`` is not read: the validation images are held out of ``train/``); otherwise a seeded,
+stratified ``test_fraction`` of each class is held out as the test set.
 
 Pillow is optional (``pip install 'klayer[images]'``).
 """
@@ -169,6 +171,31 @@ def _read_tree(base: Path, classes, image_shape, log) -> tuple[np.ndarray, np.nd
     return X[:n], y[:n], skipped
 
 
+SPLIT_NAMES = ("train", "test", "val", "valid", "validation")
+
+
+def _split_layout(root: Path, log) -> bool:
+    """True when ``root``'s sub-folders are splits, not classes: when every one is named as a split
+    (``train``, ``test``, ``val``, ``valid``, ``validation``). Such a layout needs ``train/`` and
+    ``test/`` (DataError otherwise); a validation folder is not read (the validation images are held
+    out of ``train/``, ``data.n_val``), and ``log`` says so. A class folder named ``train`` among
+    others (bus/, car/, train/) is a class."""
+    names = {d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")}
+    if not names or not names <= set(SPLIT_NAMES):
+        return False
+    missing = [n for n in ("train", "test") if n not in names]
+    if missing:
+        found = ", ".join(f"{n}/" for n in SPLIT_NAMES if n in names)
+        raise DataError(
+            root,
+            f"holds the splits {found} but no {missing[0]}/: a split image folder needs train/ and test/ "
+            "(the validation images are held out of train/), or one sub-folder per class without splits",
+        )
+    for n in sorted(names - {"train", "test"}):
+        log(f"{root / n}: not read; the validation images are held out of train/ (data.n_val)")
+    return True
+
+
 def load_image_folder(root, image_shape=(3, 32, 32), test_fraction: float = 0.2, seed: int = 0, log=_warn) -> RawData:
     """Read an image folder (one sub-folder per class) into ``train`` and ``test`` batches.
 
@@ -198,7 +225,7 @@ def load_image_folder(root, image_shape=(3, 32, 32), test_fraction: float = 0.2,
         raise DataError(root, f"image_shape must be [channels, height, width] with 1 or 3 channels, got {image_shape}")
     if not root.is_dir():
         raise DataError(root, "image folder not found")
-    split = (root / "train").is_dir() and (root / "test").is_dir()
+    split = _split_layout(root, log)
     base = root / "train" if split else root
     classes = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
     if len(classes) < 2:
