@@ -299,3 +299,25 @@ def test_json_files_are_strict_json_when_a_history_diverged(tmp_path):
     with pytest.raises(ValueError):
         write_json(tmp_path / "strict.json", doc, nonfinite="refuse")
     assert not list(tmp_path.glob("*strict*"))
+
+
+def test_zca_from_fewer_training_rows_than_features_warns_in_one_line(capsys):
+    """ZCA whitening from no more training rows than features trained on a singular covariance with
+    no word (60 IDX rows of 64 features: test accuracy 0.374 against 0.976 unwhitened); one line
+    now says so."""
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, (80, 64)).astype(np.uint8)
+    y = np.arange(80) % 10
+    raw = RawData({"train": (X, y), "test": (X[:10], y[:10])}, "small-src", "idx", 10, tuple("0123456789"))
+    lines = []
+    prepare(raw, n_val=30, whiten="zca", log=lines.append)  # 50 training rows <= 64 features
+    assert lines == [
+        "small-src: ZCA whitening from 50 training rows of 64 features: their covariance has rank at most 49 < 64, "
+        "so the whitening is poorly estimated and accuracy usually suffers; use more training rows (a smaller "
+        "data.n_val, data.split = 'all') or data.whiten = 'none'"
+    ]
+    prepare(raw, n_val=30, whiten="zca")  # the default: one line on stderr
+    err = capsys.readouterr().err
+    assert err.startswith("klayer: warning: small-src: ZCA whitening from 50") and err.count("\n") == 1
+    prepare(raw, n_val=10, whiten="zca", log=pytest.fail)  # 70 rows > 64 features: nothing to say
+    prepare(raw, n_val=30, log=pytest.fail)  # no whitening

@@ -14,6 +14,7 @@ time, so no float copy of the data is ever made.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass
 from typing import Annotated, Literal
 
@@ -262,21 +263,41 @@ def split_raw(raw: RawData, split: str = "all", n_val: int = 5000):
     return (X[:-n_val], y[:-n_val]), (X[-n_val:], y[-n_val:]), test
 
 
+def _warn(message: str) -> None:
+    print(f"klayer: warning: {message}", file=sys.stderr)
+
+
 def prepare(
-    raw: RawData, split: str = "all", n_val: int = 5000, dtype="float32", whiten: str = "none", zca_eps: float = 0.1
+    raw: RawData,
+    split: str = "all",
+    n_val: int = 5000,
+    dtype="float32",
+    whiten: str = "none",
+    zca_eps: float = 0.1,
+    log=_warn,
 ) -> Dataset:
     """Split ``raw`` and compute the training split's statistics (standardization is applied
     on the fly by :meth:`Dataset.features`).
 
     With ``whiten="zca"`` every split is standardized and ZCA-whitened once, here
     (:mod:`klayer.data.whiten`), and kept as ``dtype`` rows: the Dataset then standardizes
-    nothing (mean 0, std 1) and records the map from raw rows in ``input_map``.
+    nothing (mean 0, std 1) and records the map from raw rows in ``input_map``. ``log`` is told
+    in one line when the training split has no more rows than features: its covariance is then
+    singular, and the whitening blows up directions that the training rows never vary in.
     """
     (Xtr, ytr), (Xva, yva), (Xte, yte) = split_raw(raw, split, n_val)
     mean, std = feature_stats(Xtr)
     input_map = None
     if whiten == "zca":
         from .whiten import zca_matrix
+
+        n, d = Xtr.shape
+        if n <= d:
+            log(
+                f"{raw.source}: ZCA whitening from {n} training rows of {d} features: their covariance has rank at "
+                f"most {n - 1} < {d}, so the whitening is poorly estimated and accuracy usually suffers; use more "
+                "training rows (a smaller data.n_val, data.split = 'all') or data.whiten = 'none'"
+            )
 
         raw_test = Xte
         Xtr, Xva, Xte = (standardize(X, mean, std, dtype) for X in (Xtr, Xva, Xte))
