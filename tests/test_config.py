@@ -1044,3 +1044,25 @@ def test_fuzz_study_values(fuzz_dir, data, quick):
     path = fuzz_dir / "fuzz_study.toml"
     path.write_bytes(data)
     only_config_errors(load_study, path, quick)
+
+
+def test_a_huge_image_shape_is_refused_before_any_image_is_read(tmp_path):
+    """data.image_shape = [3, 4096, 4096] was accepted and ran out of memory only after resizing
+    the images (50 million features each); shapes beyond [3, 1024, 1024] are refused in one line."""
+    exp = tmp_path / "big.toml"
+    for shape, ok in (
+        ([3, 4096, 4096], False),
+        ([1, 2048, 2048], False),
+        ([3, 1024, 1025], False),
+        ([3, 1024, 1024], True),
+    ):
+        exp.write_text(f'[data]\ndataset = "images"\nimage_shape = {shape}\n')
+        if ok:
+            assert load_experiment(exp).data.image_shape == tuple(shape)
+            continue
+        with pytest.raises(ConfigError) as e:
+            load_experiment(exp)
+        assert str(e.value).startswith(f"{exp}: data.image_shape {shape} gives ") and "more than 3,145,728" in str(
+            e.value
+        )
+        assert "\n" not in str(e.value)

@@ -39,6 +39,11 @@ __all__ = [
 ]
 
 
+# the largest image a row may hold: [3, 1024, 1024]; a fully connected first layer of 50 units on it
+# is 157 million weights (630 MB in float32), each image 3 MB
+MAX_IMAGE_FEATURES = 3 * 1024 * 1024
+
+
 @schema("data")
 class DataConfig:
     """Where the data is and how it is split: the ``[data]`` table of an experiment file.
@@ -56,7 +61,7 @@ class DataConfig:
         at least 1 (and fewer than the training images, checked when the data is loaded).
     download : fetch CIFAR-10 (verified md5) when it is not found.
     image_shape : ``[channels, height, width]`` images are resized to (``"images"`` only;
-        default ``[3, 32, 32]``).
+        default ``[3, 32, 32]``; at most ``MAX_IMAGE_FEATURES`` = 3 x 1024 x 1024 values).
     whiten : ``"none"`` or ``"zca"``: ZCA-whiten the standardized features (computed once from
         the training split; :mod:`klayer.data.whiten`). Augmentation then acts on whitened images.
     zca_eps : ZCA's regularization, relative to the mean eigenvalue of the covariance (> 0).
@@ -81,6 +86,13 @@ class DataConfig:
                 fail(f"`image_shape` must be left out unless `dataset` is 'images', got `dataset` = {self.dataset!r}")
             if len(self.image_shape) != 3 or self.image_shape[0] not in (1, 3):
                 fail(f"`image_shape` must be [channels (1 or 3), height, width], got {list(self.image_shape)}")
+            size = int(np.prod(self.image_shape))
+            if size > MAX_IMAGE_FEATURES:
+                fail(
+                    f"`image_shape` {list(self.image_shape)} gives {size:,} features per image, more than "
+                    f"{MAX_IMAGE_FEATURES:,} ([3, 1024, 1024]): every image and the first layer's weights would "
+                    "not fit in memory; choose a smaller shape (CIFAR-10 is [3, 32, 32])"
+                )
         return self
 
     def to_dict(self) -> dict:
