@@ -163,3 +163,17 @@ def test_matlab_batches_with_double_data_load(rng):
             parse_matlab_batch(batch(bad), "b.mat")
     with pytest.raises(DataError, match=r"^b.mat: 'data' is not a uint8 matrix$"):
         parse_matlab_batch(batch(X.astype(bool)), "b.mat")
+
+
+def test_16bit_pgm_images_are_scaled_not_clipped(tmp_path):
+    # Pillow opens a PGM whose maxval is above 255 as 32-bit mode "I" (rescaled to 0..65535), not
+    # "I;16": convert("L") clipped it at 255 and every such image was read as a white square
+    a = np.array([[0, 257, 32896, 65535]], np.uint16)
+    path = tmp_path / "grey16.pgm"
+    path.write_bytes(b"P5\n4 1\n65535\n" + a.astype(">u2").tobytes())
+    assert Image.open(path).mode == "I"
+    np.testing.assert_array_equal(read_image(path, (1, 1, 4)), [0, 1, 128, 255])
+    np.testing.assert_array_equal(read_image(path, (3, 1, 4)), [0, 1, 128, 255] * 3)
+    # a 12-bit PGM (maxval 4095) is rescaled by Pillow to the same range
+    path.write_bytes(b"P5\n4 1\n4095\n" + np.array([[0, 16, 2048, 4095]], ">u2").tobytes())
+    np.testing.assert_array_equal(read_image(path, (1, 1, 4)), [0, 1, 128, 255])

@@ -3,8 +3,9 @@
 A row is what the networks take: ``(C * H * W,)`` ``uint8`` values, channel-major like CIFAR-10
 (the 1024 red values of a 32x32 image row by row, then the green, then the blue). An image is
 read with Pillow, turned upright (EXIF orientation), converted to RGB (``"L"``, grey, for a
-one-channel model; an alpha channel is dropped; 16-bit grey is scaled to 8 bits), centre-cropped
-to the target's aspect ratio and resized (bicubic, antialiased) to ``H x W``.
+one-channel model; an alpha channel is dropped; 16-bit grey, Pillow's modes ``"I;16"`` and
+``"I"``, is scaled to 8 bits), centre-cropped to the target's aspect ratio and resized (bicubic,
+antialiased) to ``H x W``.
 
 An image folder is the torchvision ``ImageFolder`` convention: one sub-folder per class, named
 after the class, with the images anywhere below it; the classes are the sub-folders' names in
@@ -84,8 +85,11 @@ def image_to_row(img, image_shape) -> np.ndarray:
     Image, ImageOps = _pillow()
     C, H, W = image_shape
     img = ImageOps.exif_transpose(img)
-    if img.mode.startswith("I;16"):  # 16-bit grey: convert() would clip it at 255, not scale it
-        img = Image.fromarray(np.round(np.asarray(img, np.float64) / 257).astype(np.uint8))
+    if img.mode == "I" or img.mode.startswith("I;16"):
+        # 16-bit grey: convert() would clip it at 255, not scale it. Pillow opens 16-bit PNG and
+        # TIFF as "I;16", 16-bit PGM (any maxval above 255, rescaled to 0..65535) as 32-bit "I"
+        a = np.clip(np.asarray(img, np.float64), 0, 65535)
+        img = Image.fromarray(np.round(a / 257).astype(np.uint8))
     img = img.convert("RGB" if C == 3 else "L")
     img = ImageOps.fit(img, (W, H), method=Image.Resampling.BICUBIC)
     a = np.asarray(img, dtype=np.uint8)
