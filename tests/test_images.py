@@ -294,3 +294,27 @@ def test_a_folder_of_splits_is_never_read_as_classes(tmp_path, rng):
     shutil.copytree(root / sorted(COLOURS)[0], root / "train")  # a class of trains
     raw = load_image_folder(root, (3, 8, 8), log=pytest.fail)
     assert "train" in raw.classes and len(raw.classes) == len(COLOURS) + 1
+
+
+def test_class_and_run_names_with_dollar_signs_are_drawn_as_they_are(tmp_path, rng, capsys):
+    # matplotlib reads the text between two "$" as mathtext: a class folder "a$_$b" (or a run named
+    # so) raised a ValueError while the confusion matrix and curves were drawn, after the last
+    # update: a traceback, and no model file
+    from klayer.cli import main
+
+    root = tmp_path / "dollars"
+    for name, colour in (("a$_$b", (230, 30, 20)), ("$\\frac$", (20, 40, 220)), ("c", (30, 200, 40))):
+        for i in range(8):
+            save(root / name / f"{i}.png", noisy(rng, colour))
+    exp = tmp_path / "dollars.toml"
+    exp.write_text(TRAIN_EXP.format(root=root).replace('name = "colours"', 'name = "run$_$x"'))
+    assert main(["train", str(exp), "--out", str(tmp_path / "run"), "--quiet"]) == 0, capsys.readouterr().err
+    for f in ("model.safetensors", "confusion.png", "cost.png"):
+        assert (tmp_path / "run" / f).is_file()
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["classes"] == ["$\\frac$", "a$_$b", "c"]
+    assert main(["evaluate", str(tmp_path / "run"), "--out", str(tmp_path / "eval")]) == 0
+    assert (tmp_path / "eval" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    import matplotlib
+
+    assert matplotlib.rcParams["text.parse_math"]  # the user's own setting is left as it was

@@ -6,6 +6,7 @@ rendered in memory and written atomically.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from .io import save_figure
@@ -24,6 +25,23 @@ def _pyplot():
     return plt
 
 
+def _plain_text(plot):
+    """Draw every text of ``plot`` literally. Class names, run names and titles come from users
+    (folder names, experiment files), and matplotlib reads the text between two ``$`` as mathtext:
+    a class folder ``a$_$b`` raised a ValueError when the figure was drawn (at the end of training,
+    after the last update). The caller's own matplotlib settings are left as they were."""
+
+    @functools.wraps(plot)
+    def wrapper(*args, **kwargs):
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return plot(*args, **kwargs)
+
+    return wrapper
+
+
+@_plain_text
 def plot_history(rows: list[dict], out_dir, title: str = "") -> list[Path]:
     """Write ``cost.png``, ``loss.png`` and ``accuracy.png`` for one run's history rows."""
     plt = _pyplot()
@@ -47,6 +65,7 @@ def plot_history(rows: list[dict], out_dir, title: str = "") -> list[Path]:
     return paths
 
 
+@_plain_text
 def plot_curves(
     series: dict[str, tuple[list, list]],
     path,
@@ -80,6 +99,7 @@ def plot_curves(
 __all__ += ["plot_confusion", "png_thumbnail"]
 
 
+@_plain_text
 def plot_confusion(cm, classes, path, title: str = "") -> Path:
     """The confusion matrix as a heat map: rows the true class, columns the predicted class,
     coloured by the fraction of each true class (a row sums to 1), with the counts written in."""
@@ -123,6 +143,7 @@ def png_thumbnail(image, scale: int = 2) -> bytes:
     return buf.getvalue()
 
 
+@_plain_text
 def plot_diagnostics(rows: list[dict], path, title: str = "") -> Path:
     """Per-layer std of ``S_l``, dead-unit fraction and relative gradient size against the step."""
     plt = _pyplot()
@@ -152,6 +173,7 @@ def plot_diagnostics(rows: list[dict], path, title: str = "") -> Path:
     return Path(path)
 
 
+@_plain_text
 def plot_lr_range(result: dict, path) -> Path:
     """The learning-rate range test: smoothed batch loss and validation accuracy against ``eta``
     (log axis), with the suggested ``eta_min`` and ``eta_max`` marked."""
@@ -179,6 +201,7 @@ def plot_lr_range(result: dict, path) -> Path:
     return Path(path)
 
 
+@_plain_text
 def plot_schedules(path, n_s: int = 500, n_cycles: int = 3) -> Path:
     """Every learning-rate schedule over the same run, one panel each (for the docs)."""
     import numpy as np
