@@ -1,6 +1,7 @@
 """Image files: reading PNG/JPEG as CIFAR-layout rows, ImageFolder trees, training from one."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from klayer.data.images import (
 )
 from klayer.data.prepare import DataConfig, load_dataset, load_raw
 from klayer.errors import ConfigError, DataError
+from klayer.runs import load_model
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -318,3 +320,27 @@ def test_class_and_run_names_with_dollar_signs_are_drawn_as_they_are(tmp_path, r
     import matplotlib
 
     assert matplotlib.rcParams["text.parse_math"]  # the user's own setting is left as it was
+
+
+def test_class_folders_named_in_another_encoding_give_printable_class_names(tmp_path, rng, capsys):
+    # a class folder named in Latin-1 ("caf\xe9") became the class name "caf\udce9" (Python's
+    # surrogate escape), which cannot be drawn or printed: klayer train ended in a traceback while
+    # drawing the confusion matrix, after the last update, with no model file
+    import os
+
+    from klayer.cli import main
+
+    root = tmp_path / "latin"
+    for name, colour in ((b"caf\xe9", (230, 30, 20)), (b"the", (20, 40, 220))):
+        folder = os.fsdecode(os.path.join(os.fsencode(root), name))
+        for i in range(8):
+            save(Path(folder) / f"{i}.png", noisy(rng, colour))
+    assert load_image_folder(root, (3, 8, 8)).classes == ("caf\\xe9", "the")
+    exp = tmp_path / "latin.toml"
+    exp.write_text(TRAIN_EXP.format(root=root))
+    assert main(["train", str(exp), "--out", str(tmp_path / "run"), "--quiet"]) == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["classes"] == ["caf\\xe9", "the"]
+    assert load_model(tmp_path / "run" / "model.safetensors").classes == ("caf\\xe9", "the")
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run")]) == 0  # the test split is found again by folder
+    assert "caf\\xe9" in capsys.readouterr().out

@@ -9,10 +9,11 @@ antialiased) to ``H x W``.
 
 An image folder is the torchvision ``ImageFolder`` convention: one sub-folder per class, named
 after the class, with the images anywhere below it; the classes are the sub-folders' names in
-sorted order. If the folder's sub-folders are all split names (``train``, ``test``, ``val``,
-``valid``, ``validation``), ``train/`` and ``test/`` are the splits and must both be there (a
-``val/`` is not read: the validation images are held out of ``train/``); otherwise a seeded,
-stratified ``test_fraction`` of each class is held out as the test set.
+sorted order (bytes that are not UTF-8 written as ``\\xNN``). If the folder's sub-folders are all
+split names (``train``, ``test``, ``val``, ``valid``, ``validation``), ``train/`` and ``test/`` are
+the splits and must both be there (a ``val/`` is not read: the validation images are held out of
+``train/``); otherwise a seeded, stratified ``test_fraction`` of each class is held out as the test
+set.
 
 Pillow is optional (``pip install 'klayer[images]'``).
 """
@@ -20,6 +21,7 @@ Pillow is optional (``pip install 'klayer[images]'``).
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -36,6 +38,7 @@ __all__ = [
     "read_image",
     "row_to_image",
     "list_files",
+    "class_name",
     "load_image_folder",
 ]
 
@@ -128,6 +131,15 @@ def read_image(path, image_shape) -> np.ndarray:
     except Exception as e:  # decoders of damaged files raise many kinds of errors
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(path, f"unreadable image ({reason})") from None
+
+
+def class_name(folder_name: str) -> str:
+    """The class name of a class folder: its name, with any byte that is not UTF-8 (a folder
+    named in Latin-1 or cp1252, e.g. unpacked from an old zip file) written as ``\\xNN``.
+
+    Python holds such bytes as lone surrogates, which cannot be printed, drawn or stored as
+    text: the name would break every place a class is shown."""
+    return os.fsencode(folder_name).decode("utf-8", "backslashreplace")
 
 
 def _visible(p: Path, base: Path) -> bool:
@@ -261,4 +273,5 @@ def load_image_folder(root, image_shape=(3, 32, 32), test_fraction: float = 0.2,
     X, y = X[order], y[order]
     note = f", {skipped} unreadable files skipped" if skipped else ""
     source = f"{root} (image folder: {len(y)} train and {len(yt)} test images, {len(classes)} classes{note})"
-    return RawData({"train": (X, y), "test": (Xt, yt)}, source, "images", len(classes), tuple(classes), image_shape)
+    names = tuple(class_name(c) for c in classes)
+    return RawData({"train": (X, y), "test": (Xt, yt)}, source, "images", len(classes), names, image_shape)
