@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -328,3 +329,29 @@ def test_evaluate_and_predict_in_a_subprocess(runs, inputs):
     p = run_cli("predict", r0, photos, "--format", "csv")
     assert p.returncode == 1 and p.stderr.count("\n") == 2 and "Traceback" not in p.stderr
     assert len(p.stdout.splitlines()) == 4  # header and three images
+
+
+def test_file_names_that_are_not_utf8_are_printed_as_their_bytes(runs, tmp_path, rng):
+    # a file name with a byte that is not UTF-8 is held by Python as a surrogate escape; printing
+    # it to a strict UTF-8 stdout (a UTF-8 locale, PYTHONIOENCODING) raised UnicodeEncodeError: a
+    # traceback after the predictions were made
+    import os
+
+    (r0, _), _, _ = runs
+    folder = tmp_path / "photos"
+    grey_png(Path(os.fsdecode(os.path.join(os.fsencode(folder), b"caf\xe9 1.png"))), 90, rng)
+    grey_png(folder / "\u732b.png", 200, rng)
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    for fmt in ("table", "csv"):
+        p = subprocess.run(
+            [sys.executable, "-m", "klayer", "predict", str(r0), str(folder), "--format", fmt],
+            capture_output=True, timeout=300, env=env,
+        )  # fmt: skip
+        assert p.returncode == 0 and p.stderr == b"", p.stderr.decode(errors="replace")
+        assert b"caf\xe9 1.png" in p.stdout and "\u732b.png".encode() in p.stdout  # as ls shows them
+    # an output encoding without the character writes an escape instead of failing
+    p = subprocess.run(
+        [sys.executable, "-m", "klayer", "predict", str(r0), str(folder / "\u732b.png")],
+        capture_output=True, timeout=300, env={**os.environ, "PYTHONIOENCODING": "ascii"},
+    )  # fmt: skip
+    assert p.returncode == 0 and b"\\u732b.png" in p.stdout, p.stderr.decode(errors="replace")

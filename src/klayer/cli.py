@@ -8,6 +8,8 @@ SIGTERM (``kill``, a batch scheduler, ``docker stop``), which is handled exactly
 from __future__ import annotations
 
 import argparse
+import codecs
+import io
 import json
 import multiprocessing
 import signal
@@ -368,8 +370,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _printable_output(error: UnicodeEncodeError):
+    """The encoding error handler of klayer's output: a file name's bytes that are not UTF-8
+    (which Python holds as surrogate escapes) are written back as those bytes, as ``ls`` shows
+    them; any other character the output's encoding lacks is written ``\\uNNNN``. With the
+    default, strict handler (a UTF-8 locale, ``PYTHONIOENCODING``) ``klayer predict`` on a file
+    named so ended in a UnicodeEncodeError traceback."""
+    try:
+        return codecs.lookup_error("surrogateescape")(error)
+    except UnicodeEncodeError:
+        return codecs.lookup_error("backslashreplace")(error)
+
+
+codecs.register_error("klayer.printable", _printable_output)
+
+
 def main(argv=None) -> int:
     global _terminated
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="klayer.printable")
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "features", None) == 0:
