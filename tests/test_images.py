@@ -344,3 +344,29 @@ def test_class_folders_named_in_another_encoding_give_printable_class_names(tmp_
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "run")]) == 0  # the test split is found again by folder
     assert "caf\\xe9" in capsys.readouterr().out
+
+
+def test_snapshot_models_of_an_image_folder_know_their_image_shape(tmp_path, rng, capsys):
+    # snapshots/cycle<c>.safetensors had no image_shape field: klayer predict inferred the shape
+    # from the input width, and 3 x 12 x 16 = 576 = 24 x 24 was read as a 24 x 24 grey image
+    from klayer.cli import main
+
+    root = make_folder(tmp_path / "colours", rng, per_class=10)
+    exp = tmp_path / "colours.toml"
+    exp.write_text(
+        TRAIN_EXP.format(root=root)
+        .replace("[3, 8, 8]", "[3, 12, 16]")
+        .replace("n_cycles = 1", "n_cycles = 1\nsnapshots = true")
+    )
+    assert main(["train", str(exp), "--out", str(tmp_path / "run"), "--quiet"]) == 0, capsys.readouterr().err
+    snapshot = tmp_path / "run" / "snapshots" / "cycle1.safetensors"
+    m = load_model(snapshot)
+    assert (
+        m.meta["image_shape"] == [3, 12, 16] == load_model(tmp_path / "run" / "model.safetensors").meta["image_shape"]
+    )
+    photo = save(tmp_path / "new" / "r.png", noisy(rng, COLOURS["red"], (30, 40)))
+    capsys.readouterr()
+    assert main(["predict", str(snapshot), str(photo), "--format", "json", "--top-k", "3"]) == 0
+    top = {t["class"]: t["probability"] for t in json.loads(capsys.readouterr().out)[0]["top"]}
+    p = m.predict_proba(read_image(photo, (3, 12, 16))[None].astype(np.float64))[0]
+    np.testing.assert_allclose([top[c] for c in m.classes], p, rtol=1e-6)

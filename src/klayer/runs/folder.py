@@ -133,6 +133,11 @@ class Checkpointer(Callback):
         self.save(trainer)
 
 
+def _image_shape(data) -> list[int]:
+    """The ``image_shape`` field of a model file: ``[C, H, W]`` of image data, ``[]`` otherwise."""
+    return list(data.image_shape or [])
+
+
 class SnapshotWriter(Callback):
     """Save network ``index`` as ``snapshots/cycle<c>.safetensors`` at the end of every cycle."""
 
@@ -146,7 +151,9 @@ class SnapshotWriter(Callback):
         save_model(
             self.folder / f"cycle{c}.safetensors",
             *deployable(trainer, self.index),
-            {"name": f"{name} cycle {c}", "cycle": c, "step": trainer.t},
+            # the image shape, as in model.safetensors: a 3 x 12 x 16 model would otherwise be
+            # taken for a 1 x 24 x 24 one when it predicts images (both take 576 values)
+            {"name": f"{name} cycle {c}", "cycle": c, "step": trainer.t, "image_shape": _image_shape(trainer.data)},
             classes=trainer.data.classes,
         )
 
@@ -212,7 +219,7 @@ class RunFolder(Callback):
 
             res.update(evaluate_run(out, trainer.network(i), trainer.data, trainer.tc.dtype, res["name"]))
             extra = {"name": res["name"], "test_accuracy": res["test_accuracy"]}
-            extra["image_shape"] = list(trainer.data.image_shape or [])
+            extra["image_shape"] = _image_shape(trainer.data)
             save_model(
                 out / "model.safetensors",
                 *deployable(trainer, i),
