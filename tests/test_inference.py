@@ -174,9 +174,21 @@ def test_evaluate_refuses_bad_user_data_in_one_line(runs, capsys, tmp_path, X, y
 
 def test_a_model_file_alone_is_evaluated_on_cifar_and_says_so_when_it_does_not_fit(runs, capsys, tmp_path, cifar_dir):
     (r0, _), _, _ = runs
-    assert main(["evaluate", str(r0 / "model.safetensors"), "--data", str(cifar_dir)]) == 1
+    alone = tmp_path / "model.safetensors"
+    alone.write_bytes((r0 / "model.safetensors").read_bytes())
+    assert main(["evaluate", str(alone), "--data", str(cifar_dir)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "rows have 3072 features, the model expects 64" in err and "--rows" in err
+
+
+def test_a_runs_model_file_is_evaluated_on_the_runs_data(runs, capsys):
+    # the model.safetensors of a run folder was evaluated as a model file of its own, on CIFAR-10
+    # from $KLAYER_DATA: refused for an IDX or image-folder run, and a 3072-wide 10-class one was
+    # scored on another data set; now its run's config.toml names the data, as for the folder
+    (r0, _), _, _ = runs
+    whole = evaluate_json(capsys, r0)
+    assert evaluate_json(capsys, r0 / "model.safetensors")["confusion"] == whole["confusion"]
+    assert evaluate_json(capsys, r0 / "model.safetensors", "--split", "val")["what"].startswith("val split of")
 
 
 def test_rows_and_labels_go_together(runs, capsys, tmp_path):

@@ -6,7 +6,8 @@ everywhere else. Class names come from the model file.
 ``evaluate MODEL [MODEL ...]``
     Accuracy, cross-entropy, per-class accuracy (= recall), precision, recall and F1, and the
     confusion matrix (rows: true class, columns: predicted), on a split of the model's data set
-    (the run folder's ``config.toml`` says which; CIFAR-10 otherwise) or on user data
+    (the ``config.toml`` of the run folder, also for its ``model.safetensors`` and
+    ``snapshots/``, says which; CIFAR-10 for a model file of its own) or on user data
     (``--rows X.npy --labels y.npy``). Several models form an ensemble that averages their class
     probabilities (:mod:`klayer.ensemble`): each member and the ensemble are reported. ``--format
     json`` gives the same as data; ``--out DIR`` also writes ``confusion.png`` and
@@ -39,6 +40,7 @@ from .errors import DataError, KlayerError
 
 __all__ = [
     "model_path",
+    "run_folder_of",
     "evaluate_models",
     "format_evaluation",
     "predict_inputs",
@@ -52,6 +54,22 @@ def model_path(path) -> Path:
     """A run folder's ``model.safetensors``, or the path itself."""
     path = Path(path)
     return path / "model.safetensors" if path.is_dir() else path
+
+
+def run_folder_of(path) -> Path | None:
+    """The run folder a MODEL argument belongs to: the folder itself, the folder of its
+    ``model.safetensors`` or of its ``snapshots/`` (each with a ``config.toml``); None for a
+    model file of its own."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    if path.name == "model.safetensors":
+        folder = path.parent
+    elif path.parent.name == "snapshots":
+        folder = path.parent.parent
+    else:
+        return None
+    return folder if (folder / "config.toml").is_file() else None
 
 
 def _warn_line(message: str) -> None:
@@ -171,7 +189,8 @@ def _evaluation_data(args, first: Path, width: int, n_classes: int):
     from .config import load_experiment
     from .data.prepare import DataConfig, load_raw, split_raw
 
-    cfg = load_experiment(first / "config.toml").data if (first / "config.toml").is_file() else DataConfig()
+    run = run_folder_of(first)  # a run's model file is evaluated on the run's data, as the run folder is
+    cfg = load_experiment(run / "config.toml").data if run and (run / "config.toml").is_file() else DataConfig()
     raw = load_raw(cfg, Path(args.data) if args.data else None)
     splits = dict(zip(("train", "val", "test"), split_raw(raw, cfg.split, cfg.n_val), strict=True))
     X, y = splits[args.split]
