@@ -367,3 +367,21 @@ def test_file_names_that_are_not_utf8_are_printed_as_their_bytes(runs, tmp_path,
         capture_output=True, timeout=300, env={**os.environ, "PYTHONIOENCODING": "ascii"},
     )  # fmt: skip
     assert p.returncode == 0 and b"\\u732b.png" in p.stdout, p.stderr.decode(errors="replace")
+
+
+@pytest.mark.parametrize("C", [60, 160])
+def test_confusion_plots_of_many_classes_stay_a_bounded_size(tmp_path, C):
+    # the figure grew by 0.45 inch per class: 2900 pixels a side for 60 classes, 45,000 for an
+    # image folder of 1000 classes, whose drawing at the end of klayer train took more than 20 GB
+    # (killed, no model file); it now stops growing at 22 x 21 inches and names up to 150 classes
+    import time
+
+    from klayer.plots import plot_confusion
+
+    rng = np.random.default_rng(C)
+    cm = rng.integers(0, 5, (C, C)) + np.diag(rng.integers(0, 50, C))
+    t0 = time.perf_counter()
+    path = plot_confusion(cm, [f"class {i}" for i in range(C)], tmp_path / "cm.png")
+    width, height = Image.open(path).size
+    assert width <= 2200 and height <= 2100, (width, height)
+    assert time.perf_counter() - t0 < 60

@@ -98,24 +98,35 @@ def plot_curves(
 
 __all__ += ["plot_confusion", "png_thumbnail"]
 
+MAX_NAMED_CLASSES = 150  # a confusion matrix with more classes counts them instead of naming them
+
 
 @_plain_text
 def plot_confusion(cm, classes, path, title: str = "") -> Path:
     """The confusion matrix as a heat map: rows the true class, columns the predicted class,
-    coloured by the fraction of each true class (a row sums to 1), with the counts written in."""
+    coloured by the fraction of each true class (a row sums to 1), with the counts written in
+    (up to 20 classes) and the class names on the axes (up to ``MAX_NAMED_CLASSES``; beyond, the
+    axes count the classes from 0). The figure grows with the classes up to 22 x 21 inches: a
+    figure 0.45 inch per class had 45,000 pixels a side for 1000 classes, and drawing it took
+    more than 20 GB."""
     import numpy as np
 
     plt = _pyplot()
     cm = np.asarray(cm)
     C = len(classes)
     frac = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    size = max(4.5, 0.45 * C + 2)
+    size = min(max(4.5, 0.45 * C + 2), 21.0)
     fig, ax = plt.subplots(figsize=(size + 1, size), dpi=100)
-    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(C), [str(c) for c in classes], rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(C), [str(c) for c in classes], fontsize=8)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    if C <= MAX_NAMED_CLASSES:
+        fontsize = min(8.0, 1100 / C)  # at most about a class's share of the axis (points)
+        ax.set_xticks(range(C), [str(c) for c in classes], rotation=45, ha="right", fontsize=fontsize)
+        ax.set_yticks(range(C), [str(c) for c in classes], fontsize=fontsize)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+    else:
+        ax.set_xlabel(f"predicted class (0..{C - 1})")
+        ax.set_ylabel(f"true class (0..{C - 1})")
     if C <= 20:
         for i in range(C):
             for j in range(C):
