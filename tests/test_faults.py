@@ -252,3 +252,16 @@ def test_resuming_a_finished_run_removes_the_checkpoints_a_kill_left(tmp_path, m
     again = train(config, data, out=out, resume=True)
     assert again.finished_before and not checkpoint_files(out)
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == before
+
+
+def test_a_reader_that_goes_away_stops_the_output_quietly():
+    # klayer predict ... | head: the reader closes the pipe; klayer said "klayer: error: Broken
+    # pipe" and exited 1 (or Python printed "Exception ignored ... BrokenPipeError" at exit); it
+    # stops quietly with SIGPIPE's status, as cat does
+    p = subprocess.Popen(
+        [sys.executable, "-m", "klayer", "vectors", "--list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    p.stdout.close()  # before klayer has written anything
+    err = p.stderr.read()
+    p.wait(timeout=60)
+    assert (p.returncode, err) == (128 + signal.SIGPIPE, b"")

@@ -12,6 +12,8 @@ import codecs
 import io
 import json
 import multiprocessing
+import os
+import select
 import signal
 import sys
 import threading
@@ -404,16 +406,39 @@ def main(argv=None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
+def _stdout_is_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (``klayer predict ... | head``)."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), no file descriptor
+        return False
+
+
+def _os_error(e: OSError) -> int:
+    where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+    print(f"klayer: error: {where}{one_line(e.strerror or e)}", file=sys.stderr)
+    return 1
+
+
 def _run(args) -> int:
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, so that a reader that went away is seen below, not at exit
+        return code
+    except BrokenPipeError as e:
+        if not _stdout_is_closed():
+            return _os_error(e)
+        # the reader of the output went away (| head): stop quietly with SIGPIPE's status, as cat
+        # does, and send what Python still holds to /dev/null, not to a traceback at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except KlayerError as e:
         print(f"klayer: error: {one_line(e)}", file=sys.stderr)
         return e.exit_code
     except OSError as e:  # a fault outside klayer's own file writing: still one line
-        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        print(f"klayer: error: {where}{one_line(e.strerror or e)}", file=sys.stderr)
-        return 1
+        return _os_error(e)
     except MemoryError as e:  # e.g. numpy's "Unable to allocate 48.0 GiB for an array with shape ..."
         what = one_line(e) or "an allocation failed"
         print(f"klayer: error: out of memory: {what} (lower the sizes: hidden widths, batch, images)", file=sys.stderr)
