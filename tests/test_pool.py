@@ -143,17 +143,26 @@ def test_workers_exit_when_the_main_process_is_killed(tmp_path):
     assert not _alive(worker), "an orphaned worker kept running"
 
 
-def test_ctrl_c_in_a_terminal_gives_one_line(tmp_path):
-    """Ctrl-C reaches the whole process group: the workers ignore it (no tracebacks of theirs) and,
-    stopped by the owner, leave no semaphore behind (tqdm's default lock is one: Python's resource
-    tracker warned of 'leaked semaphore objects' at exit)."""
+@pytest.mark.parametrize("moment", ["start", "task"])
+def test_ctrl_c_in_a_terminal_gives_one_line(tmp_path, moment):
+    """Ctrl-C reaches the whole process group: the workers ignore it (no tracebacks of theirs),
+    whether it comes while they run their tasks or while they are still starting (importing the
+    main module and klayer, before their initializer runs), and, stopped by the owner, leave no
+    semaphore behind (tqdm's default lock is one: Python's resource tracker warned of 'leaked
+    semaphore objects' at exit)."""
     script = textwrap.dedent(
         """
-        import sys, time
+        import os, sys, time
         from klayer.pool import WorkerPool
+
+        MARKS = os.environ["MARKS"]
+        if __name__ == "__mp_main__":  # a worker importing the main module, before its initializer
+            open(os.path.join(MARKS, f"start-{os.getpid()}"), "w").close()
+            time.sleep(float(os.environ["SLOW_START"]))
 
         def task():
             from tqdm import tqdm
+            open(os.path.join(MARKS, f"task-{os.getpid()}"), "w").close()
             with tqdm(total=1, disable=True):  # what a worker's training does
                 time.sleep(120)
 
@@ -161,7 +170,6 @@ def test_ctrl_c_in_a_terminal_gives_one_line(tmp_path):
             try:
                 with WorkerPool(2) as pool:
                     futures = [pool.submit(task) for _ in range(2)]
-                    print("started", flush=True)
                     time.sleep(120)
             except KeyboardInterrupt:
                 print("interrupted", file=sys.stderr)
@@ -169,14 +177,23 @@ def test_ctrl_c_in_a_terminal_gives_one_line(tmp_path):
         """
     )
     (tmp_path / "owner.py").write_text(script)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "MARKS": str(marks), "SLOW_START": "60" if moment == "start" else "0"}
     proc = subprocess.Popen(
-        [sys.executable, str(tmp_path / "owner.py")],
+        [sys.executable, str(tmp_path / "owner.py")], env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
-    assert proc.stdout.readline() == "started\n"
-    time.sleep(3)  # the workers are in their tasks
-    os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(marks.glob(f"{moment}-*"))) < 2:  # both workers are where the case wants
+            assert time.monotonic() < deadline and proc.poll() is None, proc.poll()
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130 and err == "interrupted\n", err
 
 

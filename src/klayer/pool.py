@@ -18,6 +18,7 @@ import heapq
 import itertools
 import multiprocessing
 import os
+import signal
 import threading
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 
@@ -39,13 +40,15 @@ def _watch_parent(parent: int) -> None:  # pragma: no cover - runs in the worker
 
 
 def _init_worker(parent: int) -> None:  # pragma: no cover - runs in the workers
-    import signal
-
     from threadpoolctl import threadpool_limits
 
     # Ctrl-C in a terminal reaches the whole process group: the main process stops the workers;
-    # they would otherwise die printing their own KeyboardInterrupt tracebacks
+    # they would otherwise die printing their own KeyboardInterrupt tracebacks. The worker was
+    # started with SIGINT blocked (see _block_sigint), so a Ctrl-C during its start-up waits
+    # pending and is discarded here
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     # tqdm's default lock is a multiprocessing semaphore, which a worker stopped by close(cancel=True)
     # would leave registered (Python then warns at exit of 'leaked semaphore objects'); workers show
     # no bars, so a thread lock is enough
@@ -56,6 +59,23 @@ def _init_worker(parent: int) -> None:  # pragma: no cover - runs in the workers
     global _LIMITS
     _LIMITS = threadpool_limits(limits=1, user_api="blas")  # noqa: F841 - held for the worker's life
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _block_sigint() -> None:
+    """Block SIGINT in the calling (non-main) thread, so the workers it starts inherit the block.
+
+    A worker ignores Ctrl-C only once its initializer runs, after importing the main module and
+    klayer (seconds on a loaded machine): a Ctrl-C in between printed its traceback. The signal
+    mask passes through fork and exec; Python delivers signals in the main thread only, so the
+    block changes nothing for the main process. Starting the resource tracker unblocks SIGINT in
+    the thread that starts it, so it is started first.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
+        return
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
 
 class WorkerPool:
@@ -117,6 +137,7 @@ class WorkerPool:
 
     def _dispatch(self) -> None:
         """Keep ``n_jobs`` tasks in the executor, taken from the queue by priority."""
+        _block_sigint()  # the executor starts its workers from this thread
         while True:
             with self._cond:
                 while not self._closed and (not self._queue or len(self._running) >= self.n_jobs):
