@@ -5,6 +5,7 @@
     python tools/mutate.py prepare --survivors    # then print the diff of every survivor
     python tools/mutate.py prepare show NAME      # any mutmut command, in that module's work folder
     python tools/mutate.py prepare --by-hand      # the mutants mutmut cannot make (see HAND)
+    python tools/mutate.py check --only FILE      # only the mutants named in FILE (e.g. last run's survivors)
 
 Each module runs in its own work folder, ``.mutation/<module>/`` (git-ignored, recreated on every
 run): a copy of the project's files (tracked or new, not ignored), its ``pyproject.toml`` with a
@@ -40,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Tests that run ``python -m klayer`` in a child process: the child imports the installed klayer,
 # not the mutant, and their signal timing fails under load.
-CHILD = "-k 'not sigkill and not ctrl_c and not cli_train_evaluate_predict'"
+CHILD_K = "not sigkill and not ctrl_c and not cli_train_evaluate_predict"
+CHILD = f"-k '{CHILD_K}'"
 
 # module -> (file to mutate, its tests: pytest arguments, files or node ids)
 MODULES = {
@@ -59,6 +61,15 @@ MODULES = {
     "layers": ("src/klayer/layers.py", "tests/test_layers.py tests/test_network.py"),
     "network": ("src/klayer/network.py", "tests/test_network.py tests/test_layers.py tests/test_techniques.py"),
     "optim": ("src/klayer/training/optim.py", f"tests/test_techniques.py tests/test_train.py {CHILD}"),
+    # round 3: the learner's kit (its tests in tests/learn/), metrics, augmentation, ZCA whitening
+    "check": ("src/klayer/learn/check.py", "tests/learn"),
+    "mistakes": ("src/klayer/learn/mistakes.py", "tests/learn"),
+    "metrics": ("src/klayer/metrics.py", "tests/test_metrics.py tests/test_inference.py -k 'not subprocess'"),
+    "augment": ("src/klayer/training/augment.py", f"tests/test_techniques.py tests/test_config.py {CHILD}"),
+    "whiten": (
+        "src/klayer/data/whiten.py",
+        f"tests/test_techniques.py tests/test_prepare.py tests/test_hostile_inputs.py -k 'not fuzz and {CHILD_K}'",
+    ),
 }
 
 # What mutmut 3 skips (decorated functions, module constants): (original, mutant), each original
@@ -136,6 +147,30 @@ HAND = {
         ("    beta2: float = 0.999", "    beta2: float = 0.99"),
         ("    eps: float = 1e-8", "    eps: float = 1e-7"),
         ("    weight_decay: float = 0.0", "    weight_decay: float = 0.01"),
+    ],
+    # round 3
+    "check": [
+        ("DEFAULT_TOL = 1e-4", "DEFAULT_TOL = 1e-3"),
+        ("DEFAULT_TOL = 1e-4", "DEFAULT_TOL = 1e-5"),
+        ("MATCH_FACTOR = 10 ", "MATCH_FACTOR = 1 "),
+        ("MATCH_FACTOR = 10 ", "MATCH_FACTOR = 100 "),
+        ("INPUT_TOL_FACTOR = 0.1 ", "INPUT_TOL_FACTOR = 1.0 "),
+        ("INPUT_TOL_FACTOR = 0.1 ", "INPUT_TOL_FACTOR = 0.01 "),
+        ("return self.first_wrong is None", "return self.first_wrong is not None"),
+        ("return 0 if self.passed else 1", "return 0 if self.passed else 2"),
+        ("else self.mistake.id", "else self.mistake.summary"),
+        ("else describe_name(self.first_wrong)", "else self.first_wrong"),
+        ('BN_BASES = {"gamma", "beta", "mu", "var",', 'BN_BASES = {"gamma", "beta", "mu",'),
+    ],
+    "augment": [
+        (
+            '_PAD_MODES = {"zero": "constant", "reflect": "reflect", "edge": "edge"}',
+            '_PAD_MODES = {"zero": "constant", "reflect": "symmetric", "edge": "edge"}',
+        ),
+    ],
+    "whiten": [
+        ("MIN_MEAN_VARIANCE = 1e-12", "MIN_MEAN_VARIANCE = 0.0"),
+        ("MIN_MEAN_VARIANCE = 1e-12", "MIN_MEAN_VARIANCE = 0.5"),
     ],
 }
 
@@ -230,6 +265,9 @@ def main(argv=None) -> int:
     p.add_argument("--survivors", action="store_true", help="print the diff of every surviving mutant")
     p.add_argument("--by-hand", action="store_true", help="run the HAND mutants (what mutmut cannot mutate) instead")
     p.add_argument(
+        "--only", type=Path, metavar="FILE", help="run only the mutants named in FILE, one a line (a fresh folder)"
+    )
+    p.add_argument(
         "command", nargs="*", help="a mutmut command (show NAME, results) to run in the module's folder instead"
     )
     args = p.parse_intermixed_args(argv)
@@ -241,11 +279,15 @@ def main(argv=None) -> int:
         return by_hand(args.module)
     work = prepare_folder(args.module)
     start = time.perf_counter()
-    code = subprocess.call(mutmut() + ["run", "--max-children", str(args.jobs)], cwd=work, env=environment())
+    names = args.only.read_text().split() if args.only else []
+    code = subprocess.call(mutmut() + ["run", "--max-children", str(args.jobs), *names], cwd=work, env=environment())
     seconds = time.perf_counter() - start
     if code:
         return code
     counts, by_key = results(args.module)
+    if names:
+        by_key = {k: c for k, c in by_key.items() if k in set(names)}
+        counts = Counter(by_key.values())
     killed = sum(n for c, n in counts.items() if c in KILLED)
     other = ", ".join(f"{n} {NAMES.get(c, f'exit {c}')}" for c, n in sorted(counts.items(), key=str) if c not in KILLED)
     survivors = sorted(k for k, c in by_key.items() if c not in KILLED)
