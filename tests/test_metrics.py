@@ -84,3 +84,94 @@ def test_confident_mistakes_by_hand():
     assert m[0] == {"index": 2, "true": 2, "predicted": 1, "probability": 0.85, "p_true": 0.05}
     assert [d["index"] for d in confident_mistakes(y, P, k=10)] == [2, 1, 3]
     assert confident_mistakes(np.array([0]), np.array([[1.0, 0.0]])) == []
+
+
+# -- mutation round 3: what the tests above left open ---------------------------------------------
+def test_confusion_matrix_of_uint8_labels_does_not_overflow():
+    # CIFAR's binary batches store labels as uint8: with 20 classes y * C + pred reaches 399, past
+    # uint8's 255, so the counts must be formed in a wide integer type
+    rng = np.random.default_rng(3)
+    y, pred = rng.integers(0, 20, 500), rng.integers(0, 20, 500)
+    cm = confusion_matrix(y.astype(np.uint8), pred.astype(np.uint8), 20)
+    expected = np.zeros((20, 20), np.int64)
+    np.add.at(expected, (y, pred), 1)
+    np.testing.assert_array_equal(cm, expected)
+
+
+def test_labels_stored_as_whole_floats_are_counted():
+    # MATLAB's default class is double: whole-number float labels are labels
+    rng = np.random.default_rng(4)
+    y, P = rng.integers(0, 4, 60), rng.dirichlet(np.ones(4), 60)
+    pred = P.argmax(axis=1)
+    np.testing.assert_array_equal(
+        confusion_matrix(y.astype(np.float64), pred.astype(np.float64), 4), confusion_matrix(y, pred, 4)
+    )
+    assert classification_report(y.astype(np.float64), P, "abcd") == classification_report(y, P, "abcd")
+    assert confident_mistakes(y.astype(np.float64), P) == confident_mistakes(y, P)
+
+
+def test_confusion_matrix_refusals_say_what_is_wrong():
+    with pytest.raises(ValueError, match=r"labels \(3,\) and predictions \(2,\) must be two \(n,\) arrays"):
+        confusion_matrix(np.array([0, 1, 2]), np.array([0, 1]), 3)
+    with pytest.raises(ValueError, match=r"labels \(2, 2\) and predictions \(2, 2\) must be two \(n,\) arrays"):
+        confusion_matrix(np.zeros((2, 2), int), np.zeros((2, 2), int), 3)
+    with pytest.raises(ValueError, match=r"^a label lies outside the classes 0\.\.2$"):
+        confusion_matrix(np.array([0, 3]), np.array([0, 1]), 3)
+    with pytest.raises(ValueError, match=r"^a prediction lies outside the classes 0\.\.3$"):
+        confusion_matrix(np.array([0, 1]), np.array([0, 4]), 4)
+
+
+def test_macro_scores_cover_the_classes_in_the_labels_or_the_predictions():
+    """scikit-learn's default labels: a class that is only true (never predicted) or only predicted
+    (never true) counts in the macro means, once or more; a class absent from both does not."""
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(5)
+    C, n = 7, 120
+    y = rng.integers(0, 3, n)  # classes 0, 1, 2 are true many times
+    y[0] = 3  # class 3: true once, never predicted
+    P = rng.dirichlet(np.ones(C), n)
+    P[:, 3:] = 0  # no prediction of 3, 4, 5, 6 ...
+    P[1, 4] = 2.0  # ... but one of class 4, never true; 5 and 6 occur nowhere
+    P /= P.sum(axis=1, keepdims=True)
+    pred = P.argmax(axis=1)
+    assert pred[0] != 3 and sorted(set(y) | set(pred)) == [0, 1, 2, 3, 4]
+    rep = classification_report(y, P, "abcdefg")
+    p, r, f, _ = metrics.precision_recall_fscore_support(y, pred, average="macro", zero_division=0)
+    assert rep["macro"]["precision"] == pytest.approx(p, rel=1e-12)
+    assert rep["macro"]["recall"] == pytest.approx(r, rel=1e-12)
+    assert rep["macro"]["accuracy"] == pytest.approx(r, rel=1e-12)
+    assert rep["macro"]["f1"] == pytest.approx(f, rel=1e-12)
+
+
+def test_an_empty_evaluation_reports_nan_without_numpy_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "mean of empty slice"
+        rep = classification_report(np.zeros(0, int), np.zeros((0, 3)), "abc")
+    assert rep["n"] == 0 and np.isnan(rep["accuracy"]) and np.isnan(rep["loss"])
+    assert rep["confusion"] == [[0] * 3] * 3
+    assert rep["macro"] == {"accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0}  # every class unseen
+
+
+def test_loss_is_computed_in_float64_and_stays_finite():
+    rng = np.random.default_rng(6)
+    y, P = rng.integers(0, 5, 200), rng.dirichlet(np.ones(5), 200).astype(np.float32)
+    P64 = P.astype(np.float64)
+    expected = float(np.mean(-np.log(P64[np.arange(200), y])))
+    assert classification_report(y, P, "abcde")["loss"] == expected  # float32 probabilities, float64 sums
+    P[7, y[7]] = 0.0  # a true class given probability 0: a huge loss, but a number (JSON has no inf)
+    loss = classification_report(y, P, "abcde")["loss"]
+    assert np.isfinite(loss) and loss > 600 / 200
+
+
+def test_confident_mistakes_default_to_a_dozen_and_ties_keep_row_order():
+    rng = np.random.default_rng(7)
+    n = 300
+    y = np.zeros(n, int)
+    P = np.zeros((n, 3))
+    conf = rng.choice([0.6, 0.7, 0.8], n)  # many ties, beyond the sizes insertion sort handles
+    P[:, 1], P[:, 0] = conf, 1 - conf  # every row wrong: predicted 1 with probability conf
+    assert len(confident_mistakes(y, P)) == 12
+    got = [m["index"] for m in confident_mistakes(y, P, k=n)]
+    assert got == sorted(range(n), key=lambda i: (-conf[i], i))
