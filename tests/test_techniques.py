@@ -303,6 +303,135 @@ def test_augmenter_is_seeded_and_changes_rows_not_labels(rng):
     assert (f != X).any(axis=1).sum() in range(10, 41)  # about half of 50 flipped
 
 
+def coordinate_images(B, C, H, W):
+    """Images whose every pixel names where it came from: channel c, row i, column j hold
+    ``1 + (c * H + i) * W + j`` (0 is left for padding)."""
+    one = 1 + np.arange(C * H * W).reshape(C, H, W)
+    return np.broadcast_to(one, (B, C, H, W)).copy()
+
+
+def test_resized_crop_samples_a_square_of_the_asked_area_at_every_position():
+    rng = np.random.default_rng(11)
+    B, C, H, W = 500, 2, 10, 12  # not square: rows and columns must not be mixed up
+    x = coordinate_images(B, C, H, W)
+    area = rng.uniform(0.2, 1.0, B)
+    out = resized_crop(x, area, rng)
+    assert out.shape == x.shape
+    src = out - 1
+    np.testing.assert_array_equal(src[:, 1], src[:, 0] + H * W)  # the channels travel together
+    i, j = src[:, 0] // W, src[:, 0] % W
+    rows, cols = i[:, :, 0], j[:, 0, :]  # nearest neighbour: one source row per output row, ...
+    assert (i == rows[:, :, None]).all() and (j == cols[:, None, :]).all()  # ... one column per column
+    for b in range(B):
+        h, w = len(set(rows[b])), len(set(cols[b]))
+        # a square: the same fraction sqrt(area) of each side, up to rounding to whole pixels
+        assert abs(h - np.sqrt(area[b]) * H) <= 0.5 and abs(w - np.sqrt(area[b]) * W) <= 0.5
+        # consecutive source rows and columns, in order, each repeated H/h (W/w) times, +- 1
+        np.testing.assert_array_equal(np.unique(rows[b]), np.arange(rows[b][0], rows[b][0] + h))
+        np.testing.assert_array_equal(np.unique(cols[b]), np.arange(cols[b][0], cols[b][0] + w))
+        assert (np.diff(rows[b]) >= 0).all() and (np.diff(cols[b]) >= 0).all()
+        assert np.ptp(np.bincount(rows[b])[rows[b][0] :]) <= 1 and np.ptp(np.bincount(cols[b])[cols[b][0] :]) <= 1
+    # the position: every place the square fits, and no other (a quarter of the area: 5 x 6 pixels)
+    out = resized_crop(x, np.full(B, 0.25), rng)
+    tops, lefts = (out[:, 0, 0, 0] - 1) // W, (out[:, 0, 0, 0] - 1) % W
+    assert set(tops) == set(range(H - 5 + 1)) and set(lefts) == set(range(W - 6 + 1))
+
+
+def test_resized_crop_of_a_tiny_area_keeps_one_pixel():
+    x = coordinate_images(3, 1, 6, 6)
+    out = resized_crop(x, np.full(3, 1e-6), np.random.default_rng(0))
+    assert all(len(np.unique(out[b])) == 1 for b in range(3))  # one pixel, everywhere
+
+
+def test_colour_jitter_is_brightness_then_contrast_then_saturation_in_range():
+    """Each image's result is ``(c - g) f2 + g`` with ``c = (f0 x - m) f1 + m``, ``m`` the mean of
+    ``f0 x`` over the image and ``g`` each pixel's channel mean of ``c``: the factors, recovered from
+    the result, lie in [1 - s, 1 + s], differ between images and between the three, and fill the range."""
+    rng = np.random.default_rng(12)
+    B, s = 400, 0.3
+    x = rng.integers(100, 156, (B, 3, 5, 6)).astype(np.uint8)  # far enough from 0 and 255 not to clip
+    out = colour_jitter(x, s, rng)
+    assert out.dtype == np.float32 and out.shape == x.shape
+    out = out.astype(np.float64)
+    xf = x.astype(np.float64)
+    f0 = out.mean(axis=(1, 2, 3)) / xf.mean(axis=(1, 2, 3))  # contrast and saturation keep the mean
+    grey_x, grey_out = xf.mean(axis=1), out.mean(axis=1)  # saturation keeps each pixel's grey
+    m = f0[:, None, None] * xf.mean(axis=(1, 2, 3))[:, None, None]
+    f1 = ((grey_out - m) * (f0[:, None, None] * grey_x - m)).sum(axis=(1, 2)) / (
+        (f0[:, None, None] * grey_x - m) ** 2
+    ).sum(axis=(1, 2))
+    c = (f0[:, None, None, None] * xf - m[:, None]) * f1[:, None, None, None] + m[:, None]
+    g = c.mean(axis=1, keepdims=True)
+    f2 = ((out - g) * (c - g)).sum(axis=(1, 2, 3)) / ((c - g) ** 2).sum(axis=(1, 2, 3))
+    model = (c - g) * f2[:, None, None, None] + g
+    np.testing.assert_allclose(out, model, atol=2e-3)  # float32 arithmetic
+    for f in (f0, f1, f2):
+        assert f.min() >= 1 - s - 1e-5 and f.max() <= 1 + s + 1e-5
+        assert f.min() < 1 - 0.9 * s and f.max() > 1 + 0.9 * s  # uniform over the whole range
+        assert abs(np.mean(f) - 1) < 0.05
+    assert abs(np.corrcoef(f0, f1)[0, 1]) < 0.2 and abs(np.corrcoef(f1, f2)[0, 1]) < 0.2  # independent draws
+
+
+def test_colour_jitter_clips_to_the_pixel_range_at_both_ends():
+    rng = np.random.default_rng(13)
+    out = colour_jitter(rng.integers(0, 256, (50, 3, 6, 6)).astype(np.uint8), 0.8, rng)
+    assert out.min() == 0 and out.max() == 255 and out.dtype == np.float32
+
+
+@pytest.mark.parametrize("padding", ["zero", "reflect", "edge"])
+def test_augmenter_translates_by_every_shift_in_range_independently_on_both_axes(padding):
+    rng = np.random.default_rng(14)
+    B, T, shape = 1500, 2, (1, 7, 9)
+    X = coordinate_images(B, *shape).reshape(B, -1)
+    out = Augmenter(shape, translate=T, padding=padding)(X, rng).reshape(B, *shape)
+    centre = out[:, 0, 3, 4] - 1  # the centre pixel always comes from inside the image (T = 2)
+    dy, dx = 3 - centre // 9, 4 - centre % 9
+    np.testing.assert_array_equal(out, translate(X.reshape(B, *shape), dy, dx, T, padding))
+    counts = np.zeros((2 * T + 1, 2 * T + 1), int)
+    np.add.at(counts, (dy + T, dx + T), 1)
+    expected = B / counts.size
+    assert counts.min() > 0.5 * expected and counts.max() < 1.5 * expected  # uniform over {-T..T}^2
+
+
+def test_translate_pads_with_zeros_by_default_and_keeps_the_dtype(rng):
+    x = images(rng)
+    out = translate(x, np.full(6, 1), np.full(6, -2), 2)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, translate(x, np.full(6, 1), np.full(6, -2), 2, "zero"))
+    assert (out[:, :, 0, :] == 0).all() and (out[:, :, :, -2:] == 0).all()  # the uncovered border: black
+
+
+def test_augmenter_crops_with_areas_from_crop_scale_to_one():
+    rng = np.random.default_rng(15)
+    B, scale, shape = 400, 0.3, (1, 20, 20)
+    X = coordinate_images(B, *shape).reshape(B, -1)
+    out = Augmenter(shape, crop_scale=scale)(X, rng).reshape(B, *shape)
+    side = np.array([len(np.unique(o[0, :, 0])) for o in out])  # source rows used: the square's side
+    assert side.min() >= round(np.sqrt(scale) * 20) and side.max() == 20
+    assert side.min() <= round(np.sqrt(scale) * 20) + 1 and len(set(side)) >= 8  # the whole range
+
+
+def test_augmenter_jitter_gives_float32_rows_and_none_when_everything_is_off():
+    rng = np.random.default_rng(16)
+    X = rng.integers(0, 256, (4, 3 * 4 * 4)).astype(np.uint8)
+    out = Augmenter((3, 4, 4), jitter=0.5)(X, rng)
+    assert out.dtype == np.float32 and out.shape == X.shape and out.flags.c_contiguous
+    assert not np.allclose(out, X)
+
+    class Off:
+        flip, translate, padding, crop_scale, jitter = False, 0, "zero", 1.0, 0.0
+
+    assert Augmenter.from_config(Off, (3, 4, 4)) is None
+    for on in ({"flip": True}, {"translate": 1}, {"crop_scale": 0.5}, {"jitter": 0.1}):
+        cfg = type("On", (Off,), on)
+        aug = Augmenter.from_config(cfg, [3, 4, 4])
+        assert aug == Augmenter(
+            (3, 4, 4), **{k: getattr(cfg, k) for k in ("flip", "translate", "padding", "crop_scale", "jitter")}
+        )
+        with pytest.raises(ValueError, match=r"^augmentation needs image data \(the data set has no image shape\)$"):
+            Augmenter.from_config(cfg, None)
+
+
 # -- dropout and label smoothing -------------------------------------------------------------
 def numerical_grad(f, p, h=1e-6):
     g = np.zeros_like(p)
@@ -654,6 +783,60 @@ def test_folding_the_whitening_into_the_first_layer_is_exact(rng):
     folded = Network(net.config, fold_into(net.params, Z), net.bn_state)
     np.testing.assert_allclose(folded.forward(X), net.forward(X @ Z), rtol=1e-10, atol=1e-12)
     assert not np.allclose(folded.params["W1"], net.params["W1"])
+
+
+def test_zca_of_float64_rows_is_float64_exact_and_of_float32_rows_close(rng):
+    from klayer.data.whiten import zca_matrix
+
+    X = correlated_rows(rng, n=500, d=12)
+    X = (X - X.mean(0)) / X.std(0)
+    C = X.T @ X / len(X)
+    S, U = np.linalg.eigh(C)  # the definition, written out: U diag(1 / sqrt(S + eps mean(S))) U^T, scaled
+    Z = (U / np.sqrt(S + 0.1 * S.mean())) @ U.T
+    Z /= np.sqrt(np.trace(Z @ C @ Z) / 12)
+    for chunk in (4096, 7, 500):  # in chunks of rows, or all at once: the same covariance
+        np.testing.assert_allclose(zca_matrix(X, 0.1, chunk=chunk), Z, rtol=1e-12, atol=1e-12)
+    Z32 = zca_matrix(X.astype(np.float32), 0.1)
+    assert Z32.dtype == np.float64 and np.abs(Z32 - Z).max() < 1e-4 * np.abs(Z).max()
+
+
+def test_zca_of_rank_deficient_rows_with_a_tiny_eps_is_finite(rng):
+    from klayer.data.whiten import zca_matrix
+
+    X = rng.standard_normal((40, 6))
+    X = np.hstack([X, X, X[:, :3]])  # 15 features, rank 6: eigenvalues of 0 that round to +-1e-16
+    for seed in range(5):  # row orders: some give a negative eigenvalue, which must not reach the root
+        Z = zca_matrix(X[np.random.default_rng(seed).permutation(40)], 1e-300)
+        assert np.isfinite(Z).all()
+
+
+def test_folding_keeps_the_dtype_and_leaves_the_parameters_alone(rng):
+    from klayer.data.whiten import fold_into
+
+    Z = rng.standard_normal((12, 12))
+    net = Network.init(NetworkConfig(12, (7,), 3, batch_norm=True, dtype="float32"), rng)
+    before = {k: v.copy() for k, v in net.params.items()}
+    out = fold_into(net.params, Z)
+    assert out["W1"].dtype == np.float32
+    np.testing.assert_allclose(out["W1"], net.params["W1"].astype(np.float64) @ Z, rtol=1e-6)
+    for k in net.params:
+        np.testing.assert_array_equal(net.params[k], before[k])
+        if k != "W1":
+            np.testing.assert_array_equal(out[k], net.params[k])
+            assert not np.shares_memory(out[k], net.params[k])
+
+
+def test_zca_of_constant_rows_names_the_source():
+    from klayer.data.whiten import zca_matrix
+    from klayer.errors import DataError
+
+    with pytest.raises(DataError) as e:
+        zca_matrix(np.zeros((10, 4)), 0.1, source="my-set")
+    assert str(e.value).startswith("my-set: ZCA whitening cannot be computed: the training images have (near) zero")
+    assert str(e.value).endswith("(mean eigenvalue of the covariance 0); use whiten = 'none'")
+    with pytest.raises(DataError, match=r"^training data: ZCA whitening"):  # the source when none is named
+        zca_matrix(np.zeros((6, 3)), 0.1)
+    zca_matrix(np.eye(10, 4)[:, :1] * np.sqrt(10) * 1e-5, 0.1)  # small but real variance: whitened
 
 
 def test_a_whitened_run_saves_a_model_for_raw_rows(tmp_path, rng):
