@@ -4,6 +4,7 @@ first wrong quantity and, for a catalogued one, the exact mistake; patterns and 
 import importlib
 import json
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -667,3 +668,350 @@ def test_the_cifar_preprocessing_is_checked(cifar_raw, cifar_dir):
     assert verdict(first)[:2] == (False, "prep_not_standardized")
     passed, mistake, pattern = verdict((first - Xf.mean(0)) / Xf.std(0) * 1.01)
     assert (passed, mistake) == (False, None) and "standardized with its mean and standard deviation (1/N)" in pattern
+
+
+# -- mutation round 3: what the tests above left open ---------------------------------------------
+def small_cifar(root, seed=0, n=300):
+    """A python-layout data_batch_1 of ``n`` random images (the official has 10000): enough for the
+    CIFAR case's first 5 images and their preprocessing, without the real data set."""
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    X, y = rng.integers(0, 256, (n, 3072), dtype=np.uint8), rng.integers(0, 10, n)
+    (folder / "data_batch_1").write_bytes(pickle.dumps({b"data": X, b"labels": [int(v) for v in y]}, protocol=2))
+    return root, X
+
+
+def test_the_cifar_preprocessing_is_checked_on_a_small_copy(tmp_path):
+    root, X = small_cifar(tmp_path)
+    Xf = X.astype(np.float64) / 255
+    first = Xf[:5]
+
+    def verdict(X5):
+        r = check({"X": X5.T}, "cifar_3layer_bn", data_root=root, layout="assignment")
+        return r.passed, r.mistake_id, r.pattern
+
+    assert verdict((first - Xf.mean(0)) / Xf.std(0))[0]
+    assert verdict((first - Xf.mean(0)) / Xf.std(0, ddof=1))[:2] == (False, "prep_std_unbiased")
+    assert verdict((first - Xf.mean()) / Xf.std())[:2] == (False, "prep_global_stats")
+    assert verdict((first - first.mean(0)) / first.std(0))[:2] == (False, "prep_stats_of_the_batch")
+    assert verdict(first)[:2] == (False, "prep_not_standardized")
+    passed, mistake, pattern = verdict((first - Xf.mean(0)) / Xf.std(0) * 1.01)
+    assert (passed, mistake) == (False, None) and "standardized with its mean and standard deviation (1/N)" in pattern
+    assert pattern.endswith("(klayer vectors --case cifar_3layer_bn --out FILE)")
+
+
+def test_a_student_function_gets_the_cifar_case_from_its_data_root(tmp_path, monkeypatch):
+    from klayer.learn.check import check_function
+
+    monkeypatch.setenv("KLAYER_DATA", str(tmp_path / "nothing"))  # only data_root has the data
+    root, _ = small_cifar(tmp_path)
+    ref = reference_vectors("cifar_3layer_bn", data_root=root)
+    seen = []
+
+    def fn(inputs):
+        seen.append(inputs["X"])
+        return {"S1": inputs["X"] @ inputs["W1"].T + inputs["b1"]}
+
+    r = check_function(fn, "cifar_3layer_bn", data_root=root)
+    assert r.passed and r.rows[0].name == "S1" and np.array_equal(seen[0], ref["X"])
+
+    def fails_in_klayer_layout(inputs):  # runs in the assignments' layout only
+        return {"S1": inputs["W1"] @ inputs["X"] + inputs["b1"].reshape(-1, 1)}
+
+    with pytest.raises(KlayerError, match="add --layout assignment"):
+        check_function(fails_in_klayer_layout, "cifar_3layer_bn", data_root=root)
+
+
+def test_the_result_as_json_names_the_mistake_and_keeps_only_finite_errors():
+    r = check(student("3layer_bn", {"eps_outside_sqrt"}), "3layer_bn")
+    m = CATALOGUE["eps_outside_sqrt"]
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["mistake"] == {"id": m.id, "summary": m.summary, "formula": m.formula}
+    assert [row["error"] for row in d["rows"]] == [row.error for row in r.rows]  # all finite here
+    assert json.loads(json.dumps(check(reference_vectors("3layer_bn"), "3layer_bn").to_dict()))["mistake"] is None
+    ref = reference_vectors("3layer_bn")
+    S, H = ref["S1"].copy(), ref["H1"].copy()
+    S[0, 0], H[0, 0] = np.nan, np.inf
+    r = check({"S1": S, "mu1": np.ones((8, 5)), "H1": H, "P": ref["P"]}, "3layer_bn")
+    d = json.loads(json.dumps(r.to_dict()))
+    assert {row["name"]: row["error"] for row in d["rows"]} == {"S1": None, "mu1": None, "H1": None, "P": 0.0}
+    assert {row["name"]: row["shape"] for row in d["rows"]} == {"S1": [5, 8], "mu1": [8, 5], "H1": [5, 8], "P": [5, 10]}
+    assert re.search(r"^  mu1 +\(8, 5\) +-  WRONG", r.format(), re.M)  # no error to show: a dash
+
+
+def test_the_report_starts_with_the_case_and_its_description():
+    text = check({"S1": reference_vectors("3layer")["S1"]}, "3layer").format()
+    assert text.startswith(f"case 3layer: {CASES['3layer'].description}\n")
+    from klayer.learn.check import CheckResult
+
+    assert CheckResult("my_case", "klayer", 1e-4, []).format().startswith("case my_case\n")  # not a case of klayer
+
+
+def test_the_definition_of_an_updated_parameter_names_its_own_gradient():
+    ref = reference_vectors("3layer_bn")
+    for name, grad in (("W2_next", "grad_W2"), ("gamma1_next", "grad_gamma1")):
+        text = check({name: ref[name] * 1.1}, "3layer_bn").format()
+        assert text.endswith(f"\n  {name} = {name[: -len('_next')]} - eta {grad}")
+
+
+def test_the_case_cannot_be_told_from_wrong_sized_batch_norm_values():
+    """Batch-norm names rule out the cases without batch norm, even when their sizes fit no case."""
+    S1 = reference_vectors("2layer")["S1"]
+    for name, value in (
+        ("gamma1", np.ones(3)),
+        ("S_hat1", np.ones((2, 2))),
+        ("S_eval1", np.ones((2, 2))),
+        ("mu1", np.ones(3)),
+        ("var1", np.ones(3)),
+    ):
+        with pytest.raises(KlayerError) as e:
+            check({"S1": S1, name: value})
+        assert str(e.value) == "cannot tell which case these values are for; give the case (--case NAME)", name
+
+
+def test_ambiguous_values_list_the_cases_they_fit():
+    with pytest.raises(KlayerError) as e:
+        check({"loss": 123.0})  # a number: every case has a loss, and none agrees
+    assert str(e.value) == f"these values fit the cases {', '.join(CASES)}; give one with --case NAME"
+    with pytest.raises(KlayerError) as e:
+        check({"S2": np.random.default_rng(1).standard_normal((5, 10))})  # the scores of both 2-layer cases
+    assert str(e.value) == "these values fit the cases 2layer, 2layer_bn; give one with --case NAME"
+    with pytest.raises(KlayerError) as e:
+        check({"case_name": "nope", "S1": 1.0})
+    assert str(e.value) == f"the values' case_name 'nope' is not a case; the cases are {', '.join(CASES)}"
+    with pytest.raises(KlayerError) as e:
+        check({"layout": "klayer"})
+    assert str(e.value) == "none of the values is a quantity of any case (got nothing)"
+    with pytest.raises(KlayerError) as e:
+        check({"Shat1": 1.0, "foo7": 1.0})  # no case: the suggestions need none
+    assert str(e.value) == "none of the values is a quantity of any case (got Shat1 (did you mean S_hat1?), foo7)"
+
+
+def test_shape_notes_say_the_students_layout():
+    ref, asg = reference_vectors("3layer_bn"), reference_vectors("3layer_bn", "assignment")
+    r = check({"X": ref["X"], "S1": np.ones((3, 7))}, "3layer_bn")
+    assert r.pattern == "shape (3, 7), expected (5, 8) (one row per sample)"
+    r = check({"X": asg["X"], "S1": np.ones((7, 3))}, "3layer_bn")
+    assert r.pattern == "shape (7, 3), expected (8, 5) (one column per sample)"
+    r = check({"X": asg["X"], "P": asg["P"], "S2": asg["S2"].T}, "3layer_bn")
+    assert r.pattern == "shape (5, 8), expected (8, 5) in assignment layout (one column per sample): it is transposed"
+
+
+def test_more_unknown_names_are_left_alone_rather_than_misnamed():
+    ref = reference_vectors("3layer")
+    r = check({"S1": ref["S1"], "grad_gamma12": 1.0, "W": 1.0, "H3": 1.0, "foo1": 1.0}, "3layer")
+    assert r.ignored == ["grad_gamma12 (batch norm: case 3layer has none)", "W", "H3", "foo1"]
+    r = check({"S1": reference_vectors("3layer_bn")["S1"], "gamma": 1.0}, "3layer_bn")
+    assert r.ignored in (["gamma (did you mean gamma1?)"], ["gamma (did you mean gamma2?)"])  # no crash on no layer
+
+
+def test_student_files_and_modules_load_by_path_or_name(tmp_path, monkeypatch):
+    from klayer.learn.check import load_function
+
+    colon = tmp_path / "course:2024"  # a colon in the folder: the function is after the last one
+    colon.mkdir()
+    (colon / "mine.py").write_text("def forward(inputs):\n    return {}\n")
+    assert load_function(f"{colon / 'mine.py'}:forward")({}) == {}
+    monkeypatch.chdir(colon)
+    assert load_function("mine.py:forward")({}) == {}  # a file of the current folder, no slash
+    with pytest.raises(KlayerError) as e:
+        load_function("mine.py")
+    assert str(e.value) == "--python takes module:function or path/to/file.py:function, got 'mine.py'"
+    with pytest.raises(KlayerError) as e:
+        load_function("other.py:forward")
+    assert str(e.value) == "other.py: no such file"
+    (colon / "broken_student.py").write_text("x = 1 / 0\n")
+    with pytest.raises(KlayerError) as e:
+        load_function("broken_student:forward")
+    assert str(e.value) == "cannot import broken_student: ZeroDivisionError: division by zero"
+    # a module of the current folder wins over one of the same name elsewhere on the path
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "same_name_student.py").write_text("def forward(inputs):\n    return 'elsewhere'\n")
+    (colon / "same_name_student.py").write_text("def forward(inputs):\n    return 'here'\n")
+    monkeypatch.syspath_prepend(str(elsewhere))
+    monkeypatch.delitem(sys.modules, "same_name_student", raising=False)
+    assert load_function("same_name_student:forward")({}) == "here"
+    monkeypatch.delitem(sys.modules, "same_name_student", raising=False)
+
+
+def test_a_student_function_is_called_in_klayers_layout_and_checked_with_the_tolerance_given():
+    from klayer.learn.check import check_function
+
+    ref = reference_vectors("2layer")
+    got = check_function(lambda v: {"S1": v["X"] @ v["W1"].T + v["b1"]}, "2layer")  # X is n x d by default
+    assert got.passed and got.layout == "klayer"
+    off = {"S1": ref["S1"] * (1 + 1e-3)}
+    assert not check_function(lambda v: off, "2layer").passed
+    assert check_function(lambda v: off, "2layer", tol=1e-2).passed
+    # nothing in the returned values says the layout: the one asked for is the one reported
+    r = check_function(
+        lambda v: {"b1_next": v["b1"] - v["eta"] * ref["grad_b1"].reshape(v["b1"].shape)}, "2layer", layout="assignment"
+    )
+    assert r.layout == "assignment" and r.passed
+    with pytest.raises(KlayerError) as e:
+        check_function(lambda v: {}, "2layer", layout="rows")
+    assert str(e.value) == "unknown layout 'rows'; use klayer or assignment"
+
+
+def test_a_student_functions_error_is_one_line_with_its_place(tmp_path, monkeypatch):
+    from klayer.learn.check import check_function
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "raising.py").write_text("def forward(inputs):\n    x = 1\n    raise KeyError('W9')\n")
+    from klayer.learn.check import load_function
+
+    with pytest.raises(KlayerError) as e:
+        check_function(load_function("raising.py:forward"), "2layer")
+    assert str(e.value) == "your function forward raised KeyError: 'W9' (at raising.py:3, in forward)"  # relative
+    code = compile("def f(inputs):\n    raise ValueError('no luck here\\n')\n", "<student>", "exec")
+    space = {}
+    exec(code, space)  # a function without a file (a notebook cell): its own frame is still named
+    with pytest.raises(KlayerError) as e:
+        check_function(space["f"], "2layer")
+    assert str(e.value) == "your function f raised ValueError: no luck here (at <student>:2, in f)"  # no layout hint
+    with pytest.raises(KlayerError) as e:
+        check_function(int, "2layer")  # no frame of the student's, no shape words: nothing added
+    assert str(e.value).startswith("your function int raised TypeError: int() argument must be")
+    assert str(e.value).endswith("not 'dict'")
+
+    class Net:  # a callable object has no __qualname__: its repr names it
+        def __call__(self, inputs):
+            raise RuntimeError("boom")
+
+        def __repr__(self):
+            return "<Net>"
+
+    with pytest.raises(KlayerError, match=r"^your function <Net> raised RuntimeError: boom \(at "):
+        check_function(Net(), "2layer")
+
+
+def test_a_shape_error_in_both_layouts_blames_the_students_own_array_quietly():
+    import warnings
+
+    from klayer.learn.check import check_function
+
+    def fn(v):
+        if v["X"].shape[0] == 5:  # klayer's layout: a shape error
+            raise ValueError("operands could not be broadcast together")
+        np.ones(3) / np.zeros(3)  # the other layout: runs, with a division by zero
+        return {}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(KlayerError, match="add --layout assignment"):
+            check_function(fn, "2layer")
+
+    def bad(v):
+        raise ValueError("shapes (5,10) and (8,1) not aligned")
+
+    with pytest.raises(KlayerError) as e:
+        check_function(bad, "2layer")
+    assert str(e.value).endswith(
+        "; the inputs were in klayer's layout, one row per sample (X is 5 x 10), b1 has 8 entries; your function "
+        "fails in the other layout too, so the layout is not the problem: the shape of one of your own arrays is "
+        "(a bias or mean made a row, a vector without its second axis, a transposed matrix?)"
+    )
+
+
+def test_each_meaningful_factor_is_named_in_the_pattern():
+    ref = reference_vectors("3layer_bn")  # n = 5
+    S = ref["S_hat1"]
+
+    def pattern(c):
+        r = check({"S_hat1": c * S}, "3layer_bn")
+        assert r.first_wrong == "S_hat1"
+        return r.pattern
+
+    assert pattern(5) == "off by a factor n = 5: a missing 1/n? (yours = 5 x reference)"
+    assert pattern(5 * (1 + 5e-7)).startswith("off by a factor n = 5: ")  # within 1e-6 of it: the same factor
+    assert pattern(1 / 5) == "off by a factor 1/n = 1/5: 1/n applied twice? (yours = 0.2 x reference)"
+    assert pattern(2) == "off by a factor 2 (yours = 2 x reference)"
+    assert pattern(0.5) == "off by a factor 1/2 (yours = 0.5 x reference)"
+    assert pattern(-1) == "off by a factor -1: the sign flipped (yours = -1 x reference)"
+    assert pattern(1 / np.log(2)).startswith("off by a factor 1/ln 2 = 1.443: log2 instead of the natural log? ")
+    assert pattern(1 / np.log(10)).startswith("off by a factor 1/ln 10 = 0.4343: log10 instead of the natural log? ")
+    assert (
+        pattern(-0.8) == "off by a constant factor -0.8: the sign flipped, and a factor 0.8 (yours = -0.8 x reference)"
+    )
+    assert pattern(0) == "off by a constant factor 0 (yours = 0 x reference)"
+
+
+def test_wrong_entries_are_listed_up_to_eight():
+    ref = reference_vectors("3layer_bn")
+    b = ref["b3_next"]  # 10 entries
+    rng = np.random.default_rng(8)
+
+    def pattern(k):
+        a = b.copy()
+        a[:k] += rng.uniform(0.5, 1.5, k)
+        return check({"b3_next": a}, "3layer_bn").pattern
+
+    assert pattern(8) == "wrong only for unit(s) 1, 2, 3, 4, 5, 6, 7, 8 of 10 (1-based)"
+    assert pattern(9) == "wrong only for unit(s) 1, 2, 3, 4, 5, 6, 7, 8, ... of 10 (1-based)"
+    X = ref["X"].copy()
+    X[:, 2] += 1 + rng.random(5)
+    assert check({"X": X}, "3layer_bn").pattern.startswith(
+        "wrong only for feature(s) 3 of 10 (1-based); the others are right; it is an input of the case"
+    )
+
+
+def test_more_shape_notes_word_for_word():
+    ref = reference_vectors("3layer_bn")
+
+    def note(name, value):
+        r = check({name: value}, "3layer_bn")
+        assert r.first_wrong == name
+        return r.pattern, r.mistake_id
+
+    assert note("y", ref["y"][:3]) == ("shape (3,), expected (5,): one label per sample", None)
+    assert note("S1", ref["S1"].sum(axis=1)) == (
+        "shape (5,), expected (5, 8): one value per sample: reduced over the units",
+        "reduced_wrong_axis",
+    )
+    assert note("W3", ref["W3"].T)[0] == (
+        "shape (8, 10), expected (10, 8): it is transposed (a weight matrix is m x d, one row per output unit, in "
+        "both layouts: S = X W^T + b in klayer's, S = W X + b in the assignments')"
+    )
+    assert note("mu1", np.ones(40))[0] == "shape (40,), expected (8,) (one value per unit)"
+
+
+def test_every_mistake_that_fits_equally_well_is_listed():
+    values = student("3layer_bn", {"G_wrt_S_tilde"})
+    r = check({"G2": values["G2"]}, "3layer_bn")  # nothing after G2 tells the two apart
+    assert (r.first_wrong, r.mistake_id, r.also) == ("G2", "G_wrt_S_tilde", ["bn_back_skipped"])
+    assert "\n  (also consistent with: bn_back_skipped)" in r.format()
+
+
+def test_the_count_line_leaves_out_what_was_given():
+    ref = reference_vectors("3layer_bn")
+    text = check(ref, "3layer_bn").format()
+    assert f"\n{len(ref)} quantities compared, 0 wrong\n" in text  # nothing left out: no "not in your values"
+
+
+def test_a_wrong_number_shows_the_difference_and_the_ratio():
+    ref = reference_vectors("3layer_bn")
+    loss = float(ref["loss"])
+    p = check({"loss": loss + 0.1}, "3layer_bn").pattern
+    assert (
+        p
+        == f"yours {loss + 0.1:.6g}, reference {loss:.6g} (yours - reference = 0.1, yours / reference = {(loss + 0.1) / loss:.4g})"
+    )
+
+
+def test_values_without_a_name_of_the_case_are_read_in_the_layout_they_declare():
+    S3 = reference_vectors("3layer")["S3"]  # klayer's shape, declared as the assignments' layout: transposed there
+    with pytest.raises(KlayerError) as e:
+        check({"S3": S3, "layout": "assignment"}, "2layer")
+    assert str(e.value).endswith("; these values fit case 3layer (its names and shapes): did you mean --case 3layer?")
+    with pytest.raises(KlayerError) as e:
+        check({"S3": S3}, "2layer")
+    assert str(e.value).endswith(
+        "; these values are right for case 3layer (all 1 of its quantities you gave): did you mean --case 3layer?"
+    )
+    with pytest.raises(KlayerError) as e:
+        check({"layout": "klayer"}, "2layer")
+    assert str(e.value) == "none of the values is a quantity of case 2layer (got nothing)"
