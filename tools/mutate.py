@@ -162,6 +162,15 @@ HAND = {
         ("else describe_name(self.first_wrong)", "else self.first_wrong"),
         ('BN_BASES = {"gamma", "beta", "mu", "var",', 'BN_BASES = {"gamma", "beta", "mu",'),
     ],
+    # catalogued() runs when the module is imported, before mutmut's forked workers switch a mutant on
+    "mistakes": [
+        ("(*m.computations, cls)", "(cls,)"),
+        ("(*m.computations, cls)", "m.computations"),
+        (
+            "Mistake(id, summary, formula, (cls,), batch_norm, square)",
+            "Mistake(id, summary, formula, (cls,), None, square)",
+        ),
+    ],
     "augment": [
         (
             '_PAD_MODES = {"zero": "constant", "reflect": "reflect", "edge": "edge"}',
