@@ -1033,3 +1033,23 @@ def test_a_normalization_mistake_keeps_the_batch_variance_and_back_propagates_it
     v = compute("3layer_bn", inputs, computation)
     for q in ("var1", "S_hat1", "G1", "G2", "grad_W1", "grad_W2"):
         np.testing.assert_allclose(np.reshape(values[q], v[q].shape), v[q], rtol=1e-9, atol=1e-12, err_msg=q)
+
+
+def test_the_dict_form_has_list_shapes_and_the_report_lists_every_other_mistake():
+    from klayer.learn.check import CheckResult, Row
+
+    r = check({"S1": reference_vectors("3layer")["S1"], "P": np.ones((5, 3))}, "3layer")
+    rows = r.to_dict()["rows"]  # JSON-ready as it is, before any serialization
+    assert [row["shape"] for row in rows] == [[5, 8], [5, 3]] and all(
+        set(row) == {"name", "shape", "error", "ok", "note"} for row in rows
+    )
+    also = CheckResult(
+        "3layer_bn",
+        "klayer",
+        1e-4,
+        [Row("G2", (5, 8), 0.5, False)],
+        first_wrong="G2",
+        mistake=CATALOGUE["G_wrt_S_tilde"],
+        also=["bn_back_skipped", "relu_grad_missing"],
+    )
+    assert "\n  (also consistent with: bn_back_skipped, relu_grad_missing)" in also.format()
