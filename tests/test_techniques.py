@@ -836,7 +836,9 @@ def test_zca_of_constant_rows_names_the_source():
     assert str(e.value).endswith("(mean eigenvalue of the covariance 0); use whiten = 'none'")
     with pytest.raises(DataError, match=r"^training data: ZCA whitening"):  # the source when none is named
         zca_matrix(np.zeros((6, 3)), 0.1)
-    zca_matrix(np.eye(10, 4)[:, :1] * np.sqrt(10) * 1e-5, 0.1)  # small but real variance: whitened
+    with pytest.raises(DataError, match="near"):  # round-off of constant features, variance 1e-16: still nothing
+        zca_matrix(np.random.default_rng(0).standard_normal((10, 4)) * 1e-8, 0.1)
+    zca_matrix(np.eye(10, 4)[:, :1] * np.sqrt(10) * 1e-5, 0.1)  # small but real variance (1e-10): whitened
 
 
 def test_a_whitened_run_saves_a_model_for_raw_rows(tmp_path, rng):
