@@ -1053,3 +1053,10 @@ def test_the_dict_form_has_list_shapes_and_the_report_lists_every_other_mistake(
         also=["bn_back_skipped", "relu_grad_missing"],
     )
     assert "\n  (also consistent with: bn_back_skipped, relu_grad_missing)" in also.format()
+
+
+def test_inputs_are_read_so_they_must_be_right_to_a_tenth_of_the_tolerance():
+    ref = reference_vectors("2layer")
+    assert check({"X": ref["X"] * (1 + 0.05 * DEFAULT_TOL)}, "2layer").passed
+    assert check({"X": ref["X"] * (1 + 0.5 * DEFAULT_TOL)}, "2layer").first_wrong == "X"  # a computed one would pass
+    assert check({"S1": ref["S1"] * (1 + 0.5 * DEFAULT_TOL)}, "2layer").passed
