@@ -701,6 +701,8 @@ def test_the_cifar_preprocessing_is_checked_on_a_small_copy(tmp_path):
     passed, mistake, pattern = verdict((first - Xf.mean(0)) / Xf.std(0) * 1.01)
     assert (passed, mistake) == (False, None) and "standardized with its mean and standard deviation (1/N)" in pattern
     assert pattern.endswith("(klayer vectors --case cifar_3layer_bn --out FILE)")
+    unbiased = (first - Xf.mean(0)) / Xf.std(0, ddof=1)  # a variant is named only within a tenth of the tolerance
+    assert verdict(unbiased * (1 + 3 * DEFAULT_TOL))[:2] == (False, None)
 
 
 def test_a_student_function_gets_the_cifar_case_from_its_data_root(tmp_path, monkeypatch):
@@ -867,6 +869,10 @@ def test_a_student_functions_error_is_one_line_with_its_place(tmp_path, monkeypa
     with pytest.raises(KlayerError) as e:
         check_function(load_function("raising.py:forward"), "2layer")
     assert str(e.value) == "your function forward raised KeyError: 'W9' (at raising.py:3, in forward)"  # relative
+    (tmp_path / "importing.py").write_text("def forward(inputs):\n    import no_such_module_of_the_student\n")
+    with pytest.raises(KlayerError) as e:  # raised inside <frozen importlib...>: the student's line is named
+        check_function(load_function("importing.py:forward"), "2layer")
+    assert str(e.value).endswith("(at importing.py:2, in forward)")
     code = compile("def f(inputs):\n    raise ValueError('no luck here\\n')\n", "<student>", "exec")
     space = {}
     exec(code, space)  # a function without a file (a notebook cell): its own frame is still named
