@@ -873,6 +873,10 @@ def test_a_student_functions_error_is_one_line_with_its_place(tmp_path, monkeypa
     with pytest.raises(KlayerError) as e:  # raised inside <frozen importlib...>: the student's line is named
         check_function(load_function("importing.py:forward"), "2layer")
     assert str(e.value).endswith("(at importing.py:2, in forward)")
+    (tmp_path / "evaluating.py").write_text("def forward(inputs):\n    return eval('1 / 0')\n")
+    with pytest.raises(KlayerError) as e:  # raised in code compiled from a string: the student's line is named
+        check_function(load_function("evaluating.py:forward"), "2layer")
+    assert str(e.value).endswith("(at evaluating.py:2, in forward)")
     code = compile("def f(inputs):\n    raise ValueError('no luck here\\n')\n", "<student>", "exec")
     space = {}
     exec(code, space)  # a function without a file (a notebook cell): its own frame is still named
