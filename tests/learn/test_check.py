@@ -1070,3 +1070,9 @@ def test_inputs_are_read_so_they_must_be_right_to_a_tenth_of_the_tolerance():
     assert check({"X": ref["X"] * (1 + 0.05 * DEFAULT_TOL)}, "2layer").passed
     assert check({"X": ref["X"] * (1 + 0.5 * DEFAULT_TOL)}, "2layer").first_wrong == "X"  # a computed one would pass
     assert check({"S1": ref["S1"] * (1 + 0.5 * DEFAULT_TOL)}, "2layer").passed
+
+
+def test_wrong_classes_are_class_es_not_class_s():
+    P = reference_vectors("3layer_bn")["P"].copy()
+    P[:, 4] += 0.5
+    assert check({"P": P}, "3layer_bn").pattern.startswith("wrong only for class(es) 5 of 10 (1-based)")

@@ -519,13 +519,22 @@ def _pattern(name, a, r, scale, tol, kind, n, layout="klayer") -> str:
         if a.ndim == 2:
             rows, cols = np.flatnonzero(bad.any(axis=1)), np.flatnonzero(bad.any(axis=0))
             if len(cols) < a.shape[1] and col_word:
-                return f"wrong only for {col_word}(s) {_list1(cols)} of {a.shape[1]} (1-based); the others are right"
+                return (
+                    f"wrong only for {_plural(col_word)} {_list1(cols)} of {a.shape[1]} (1-based); the others are right"
+                )
             if len(rows) < a.shape[0]:
-                return f"wrong only for {row_word}(s) {_list1(rows)} of {a.shape[0]} (1-based); the others are right"
+                return (
+                    f"wrong only for {_plural(row_word)} {_list1(rows)} of {a.shape[0]} (1-based); the others are right"
+                )
         elif a.ndim == 1:
-            return f"wrong only for {row_word}(s) {_list1(np.flatnonzero(bad))} of {a.size} (1-based)"
+            return f"wrong only for {_plural(row_word)} {_list1(np.flatnonzero(bad))} of {a.size} (1-based)"
         return f"wrong in {int(bad.sum())} of {a.size} entries"
     return "wrong everywhere, with no simple pattern (not a factor, offset, transposition or permutation)"
+
+
+def _plural(word):
+    """``"unit(s)"``, ``"class(es)"``."""
+    return f"{word}(es)" if word.endswith("s") else f"{word}(s)"
 
 
 def _list1(idx):
