@@ -1076,3 +1076,20 @@ def test_wrong_classes_are_class_es_not_class_s():
     P = reference_vectors("3layer_bn")["P"].copy()
     P[:, 4] += 0.5
     assert check({"P": P}, "3layer_bn").pattern.startswith("wrong only for class(es) 5 of 10 (1-based)")
+
+
+def test_wrong_entries_are_named_by_what_the_axes_hold():
+    ref = reference_vectors("3layer_bn")
+    rng = np.random.default_rng(9)
+
+    def pattern(name, index):
+        a = ref[name].copy()
+        a[index] += 1 + rng.random(a[index].shape)
+        return check({name: a}, "3layer_bn").pattern
+
+    assert pattern("grad_W2", (slice(None), 2)).startswith("wrong only for input(s) 3 of 8 (1-based)")
+    assert pattern("grad_W2", 1).startswith("wrong only for output unit(s) 2 of 8 (1-based)")
+    for name in ("Y", "P", "P_eval"):  # one column per class
+        assert pattern(name, (slice(None), 4)).startswith("wrong only for class(es) 5 of 10 (1-based)"), name
+    assert pattern("S_hat1", (slice(None), 4)).startswith("wrong only for unit(s) 5 of 8 (1-based)")
+    assert pattern("P", 3).startswith("wrong only for sample(s) 4 of 5 (1-based)")
