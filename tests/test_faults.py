@@ -265,3 +265,94 @@ def test_a_reader_that_goes_away_stops_the_output_quietly():
     err = p.stderr.read()
     p.wait(timeout=60)
     assert (p.returncode, err) == (128 + signal.SIGPIPE, b"")
+
+
+def _leave_checkpoints(tmp_path, monkeypatch, data, config, outs):
+    """Copy the checkpoints of an interrupted run of ``config`` into the finished runs ``outs``
+    and plant stale temporary files: the state a kill between results.json and the checkpoints'
+    removal (and a kill mid-write) leaves. Returns each folder's other files as they were."""
+    from klayer.runs import train
+    from klayer.runs.checkpoint import checkpoint_files
+
+    from .test_runs import interrupt_at
+
+    stopped = tmp_path / "stopped"
+    real = interrupt_at(monkeypatch, 40)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, data, out=stopped)
+    monkeypatch.setattr(Trainer, "step", real)
+    before = []
+    for out in outs:
+        assert not checkpoint_files(out)
+        before.append({p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir() if p.is_file()})
+        for src in checkpoint_files(stopped):
+            (out / src.name).write_bytes(src.read_bytes())
+        _plant(out)
+    return before
+
+
+def _others(out):
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize("lockstep", [True, False])
+def test_a_sweep_reusing_a_finished_run_removes_what_a_kill_left(tmp_path, monkeypatch, lockstep):
+    """run_many (klayer reproduce's runs) read a finished run back and left its checkpoints and
+    stale temporary files forever; it now tidies the run as train/--resume does, under the run
+    folder's lock, and changes nothing else. A diverged run keeps its checkpoint."""
+    from klayer.errors import KlayerError
+    from klayer.io import folder_lock
+    from klayer.runs.checkpoint import checkpoint_files
+
+    data = tiny_dataset(np.random.default_rng(0))
+    monkeypatch.setattr(sweep, "_dataset", lambda config, root: data)
+    configs = [run_config(lam=lam, checkpoint_every=7).replace(name=f"r{i}") for i, lam in enumerate([0.001, 0.01])]
+    outs = [tmp_path / "sweep" / c.name for c in configs]
+    first = sweep.run_many(configs, outs, n_jobs=1, lockstep=lockstep, progress=False)
+    before = _leave_checkpoints(tmp_path, monkeypatch, data, configs[0], outs)
+    with folder_lock(outs[1], "run folder"):  # a second writer is refused, as train refuses it
+        with pytest.raises(KlayerError, match=f"^{outs[1]}: another klayer process is writing this run folder"):
+            sweep.run_many(configs, outs, n_jobs=1, lockstep=lockstep, progress=False)
+    again = sweep.run_many(configs, outs, n_jobs=1, lockstep=lockstep, progress=False)
+    assert again == first
+    for out, was in zip(outs, before, strict=True):
+        assert not checkpoint_files(out)
+        _assert_only_ours_removed(out)
+        assert {k: v for k, v in _others(out).items() if k not in NOT_OURS} == was
+    # a diverged run: its checkpoint is its last good state and stays
+    from klayer.errors import DivergenceError
+    from klayer.runs import train
+
+    diverged = tmp_path / "diverged"
+    # lam = 1: every update multiplies every W by 1 - 2 eta lam < -2e4 (see test_train.py)
+    bad = run_config(eta_min=1e4, eta_max=1e5, lam=1.0, checkpoint_every=1).replace(name="d")
+    with pytest.raises(DivergenceError):
+        train(bad, data, out=diverged)
+    kept = {p.name: p.read_bytes() for p in checkpoint_files(diverged)}
+    assert kept
+    assert sweep.run_many([bad], [diverged], n_jobs=1, lockstep=lockstep, progress=False)[0]["status"] == "diverged"
+    assert {p.name: p.read_bytes() for p in checkpoint_files(diverged)} == kept
+
+
+def test_reproduce_reusing_a_finished_run_removes_what_a_kill_left(tmp_path, rng):
+    """klayer reproduce skipped a finished run of a study and left its checkpoints (and the
+    temporary files of a kill mid-write) forever; the rerun removes them and reuses the run."""
+    from klayer.runs.checkpoint import checkpoint_files
+    from klayer.suite import reproduce
+
+    from .synthetic_suite import synthetic_reproduce
+
+    out, data = synthetic_reproduce(tmp_path, rng)
+    run = out / "idx_networks" / "runs" / "idx_plain-s0"
+    before = _others(run)
+    for name in ("checkpoint.safetensors", "checkpoint.prev.safetensors"):
+        (run / name).write_bytes(b"the state a kill after results.json left")
+    _plant(run)
+    _plant(run / "snapshots")
+    exp = tmp_path / "exp"
+    reproduce([exp / "suite_grad.toml", exp / "suite_runs.toml"], out, seeds=2, data_root=data, n_jobs=1,
+              report=False, log=lambda *a: None)  # fmt: skip
+    assert not checkpoint_files(run)
+    _assert_only_ours_removed(run)
+    _assert_only_ours_removed(run / "snapshots")
+    assert {k: v for k, v in _others(run).items() if k not in NOT_OURS} == before

@@ -7,7 +7,8 @@ a read-only folder or a ``kill -9`` therefore leaves either the old file or the 
 mixture; an ``OSError`` becomes an :class:`~klayer.errors.OutputError` that names the path and
 the cause. A ``kill -9`` in the middle of a write also leaves the hidden temporary file
 (``.NAME.XXXXXXXX.tmp``); the next writer of that folder, holding :func:`folder_lock`, removes it
-with :func:`remove_stale_temporaries`.
+with :func:`remove_stale_temporaries`. :func:`sole_writer` does both: every folder klayer writes
+(a run folder, a study folder, a reproduce or report folder) is written inside it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "read_at_most",
     "folder_lock",
     "remove_stale_temporaries",
+    "sole_writer",
     "MAX_DEFLATE_RATIO",
 ]
 
@@ -165,6 +167,21 @@ def folder_lock(folder, what: str = "folder"):
         yield Path(folder)
     finally:
         os.close(fd)  # releases the lock
+
+
+@contextlib.contextmanager
+def sole_writer(folder, what: str = "folder", subfolders=()):
+    """Be the only writer of ``folder`` while the block runs: create it, hold :func:`folder_lock`
+    on it (KlayerError naming it when another klayer process writes it), then remove the
+    temporary files that writes killed midway left in it and in its ``subfolders`` (those written
+    under the same lock: a run's ``snapshots``, a report's ``figures``). Yields the folder; the
+    lock goes when the block ends, however it ends (an error, Ctrl-C; ``kill -9`` too)."""
+    folder = ensure_dir(folder)
+    with folder_lock(folder, what):
+        remove_stale_temporaries(folder)
+        for sub in subfolders:
+            remove_stale_temporaries(folder / sub)
+        yield folder
 
 
 def _json_default(o):

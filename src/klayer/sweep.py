@@ -2,7 +2,8 @@
 
 :func:`run_many` takes experiment configs and one run folder each. Finished runs (a
 ``results.json`` in their folder) are read back, not retrained, so an interrupted sweep continues
-where it stopped. The others are grouped into stacks that can train in lockstep (same
+where it stopped (a finished run is tidied as ``klayer train --resume`` tidies it: the temporary
+files and checkpoints a kill left go). The others are grouped into stacks that can train in lockstep (same
 architecture, data and shuffle seed; different ``lam``, ``eta``, ``seed``, ``init``, ``sigma``),
 split into tasks of at most ``max_k`` networks, and run by ``n_jobs`` worker processes with one
 BLAS thread each, or by a Dask cluster when ``scheduler`` gives its address (a
@@ -165,6 +166,11 @@ def run_many(
             raise KlayerError(
                 f"{d} holds a finished run with a different config; remove it or choose another output folder"
             )
+    from .runs import tidy_finished
+
+    for d, r in zip(run_dirs, results, strict=True):
+        if r is not None:  # reused, not trained: tidied as train/--resume tidies a finished run
+            tidy_finished(d)
     pending = [i for i, r in enumerate(results) if r is None]
     n_jobs = pool.n_jobs if pool is not None else n_jobs or os.cpu_count() or 1
     max_k = max_k or int(os.environ.get("KLAYER_MAX_K", 16))

@@ -16,7 +16,7 @@ from ..config import ExperimentConfig, load_experiment
 from ..data.prepare import Dataset, load_dataset
 from ..diagnostics import DiagnosticsRecorder
 from ..errors import ConfigError, KlayerError, OutputError
-from ..io import atomic_write, ensure_dir, folder_lock, remove_stale_temporaries
+from ..io import atomic_write, ensure_dir, sole_writer
 from ..network import Network
 from ..training.loop import Trainer
 from .checkpoint import checkpoint_files, read_checkpoint, remove_checkpoints, restore, validate
@@ -25,7 +25,7 @@ from .history import read_history
 from .model import load_model
 from .shape import read_results
 
-__all__ = ["TrainResult", "train", "train_lockstep", "run_status", "OUTPUTS"]
+__all__ = ["TrainResult", "train", "train_lockstep", "run_status", "tidy_finished", "OUTPUTS"]
 
 # every file a run may write, removed when a run is started over
 OUTPUTS = (
@@ -88,9 +88,7 @@ def _claim(folder: Path, held: contextlib.ExitStack) -> bool:
     """Lock run ``folder`` for this writer until ``held`` closes (KlayerError when another klayer
     process writes it), then remove the temporary files a write killed midway left in it and in
     its ``snapshots``; True."""
-    held.enter_context(folder_lock(folder, "run folder"))
-    remove_stale_temporaries(folder)
-    remove_stale_temporaries(folder / "snapshots")
+    held.enter_context(sole_writer(folder, "run folder", ("snapshots",)))
     return True
 
 
@@ -103,6 +101,19 @@ def _remove_leftover_checkpoints(folder: Path, claimed: bool) -> None:
             remove_checkpoints(folder)
         except OSError as e:
             raise OutputError(getattr(e, "filename", None) or folder, e) from None
+
+
+def tidy_finished(folder) -> None:
+    """Open the finished run in ``folder`` as train/--resume opens it, for a sweep that reads it
+    back instead of training it: holding the folder's lock, remove the temporary files a kill left
+    (folder and ``snapshots``) and, when the run is complete, the checkpoints a kill between
+    ``results.json`` and their removal left. A diverged run keeps its checkpoint, its last good
+    state; nothing else changes. KlayerError when another klayer process writes the folder."""
+    folder = Path(folder)
+    with contextlib.ExitStack() as held:
+        claimed = _claim(folder, held)
+        if run_status(folder) == "complete":
+            _remove_leftover_checkpoints(folder, claimed)
 
 
 def _warn(message: str) -> None:
