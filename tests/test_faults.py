@@ -356,3 +356,86 @@ def test_reproduce_reusing_a_finished_run_removes_what_a_kill_left(tmp_path, rng
     _assert_only_ours_removed(run)
     _assert_only_ours_removed(run / "snapshots")
     assert {k: v for k, v in _others(run).items() if k not in NOT_OURS} == before
+
+
+# -- the suite's folders: one writer, stale temporary files removed ------------------------------
+def _hold_lock_in_another_process(folder):
+    """A process holding ``folder``'s lock as a klayer writer does, until it is killed."""
+    code = "import sys, time\nfrom klayer.io import folder_lock\nwith folder_lock(sys.argv[1]):\n"
+    code += "    print('held', flush=True)\n    time.sleep(600)\n"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "held\n"
+    return proc
+
+
+def test_a_second_reproduce_on_the_same_folder_is_refused_and_a_killed_one_blocks_nothing(tmp_path, rng, capsys):
+    """A second klayer reproduce on the same output folder ran beside the first (both writing
+    study.json, suite.json and the report there) and the temporary files a killed reproduce left
+    in the suite's folders stayed forever. It is now refused in one line, writing nothing; once
+    the holder is killed (kill -9) the next reproduce runs and removes those files, and only them."""
+    from klayer.cli import main
+
+    from .synthetic_suite import synthetic_reproduce
+
+    out, data = synthetic_reproduce(tmp_path, rng)
+    exp = tmp_path / "exp"
+    for folder in (out, out / "figures", out / "gradcheck", out / "idx_networks"):
+        _plant(folder)
+    listing = sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*"))
+    args = ["reproduce", str(exp / "suite_grad.toml"), str(exp / "suite_runs.toml"), "--out", str(out)]
+    args += ["--data", str(data), "--seeds", "2", "--jobs", "1"]
+    holder = _hold_lock_in_another_process(out)
+    try:
+        assert main(args) == 1
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err == (
+            f"klayer: error: {out}: another klayer process is writing this reproduce folder; "
+            "wait for it to end or use another folder\n"
+        )
+        assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*")) == listing
+    finally:
+        holder.kill()  # kill -9: the kernel releases its lock
+        holder.wait()
+    assert main(args) == 0, capsys.readouterr().err
+    for folder in (out, out / "figures", out / "gradcheck", out / "idx_networks"):
+        _assert_only_ours_removed(folder)
+
+
+def test_the_suites_locks_are_released_on_errors_and_ctrl_c(tmp_path, rng, monkeypatch):
+    """reproduce holds its output folder, and run_study its study folder, only while it runs:
+    an error or a Ctrl-C inside lets the next writer in. A study folder held by another writer is
+    refused in one line, and so is a report into a folder another klayer process writes."""
+    from klayer.errors import KlayerError
+    from klayer.io import folder_lock
+    from klayer.suite import build_report, reproduce, studies
+
+    from .synthetic_suite import synthetic_reproduce
+
+    out, data = synthetic_reproduce(tmp_path, rng)
+    files = [tmp_path / "exp" / "suite_grad.toml", tmp_path / "exp" / "suite_runs.toml"]
+    real = studies._RUNNERS["runs"]
+    for error in (KeyboardInterrupt(), KlayerError("a study failed")):
+
+        def failing(study, ctx, sdir, error=error):
+            raise error
+
+        monkeypatch.setitem(studies._RUNNERS, "runs", failing)
+        with pytest.raises(type(error)):
+            reproduce(files, out, seeds=2, data_root=data, n_jobs=1, log=lambda *a: None)
+        for folder in (out, out / "idx_networks"):
+            with folder_lock(folder):  # taken at once: nobody holds it any more
+                pass
+    monkeypatch.setitem(studies._RUNNERS, "runs", real)
+    with folder_lock(out / "idx_networks"):
+        with pytest.raises(KlayerError, match=f"^{out / 'idx_networks'}: another klayer process is writing this study"):
+            reproduce(files, out, seeds=2, data_root=data, n_jobs=1, log=lambda *a: None)
+        with pytest.raises(
+            KlayerError, match=f"^{out / 'idx_networks'}: another klayer process is writing this report"
+        ):
+            build_report([out / "idx_networks"])
+    with folder_lock(out):
+        with pytest.raises(KlayerError, match=f"^{out}: another klayer process is writing this report folder"):
+            build_report([out])
+    assert reproduce(files, out, seeds=2, data_root=data, n_jobs=1, log=lambda *a: None) == out
+    assert build_report([out]) == (out / "report.md", out / "report.html")

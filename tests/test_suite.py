@@ -341,7 +341,7 @@ def test_optional_studies_run_only_when_asked(tmp_path, idx_suite, monkeypatch):
     ran.clear()
     import klayer.suite.report
 
-    monkeypatch.setattr(klayer.suite.report, "build_report", lambda *a, **k: ("md", "html"))
+    monkeypatch.setattr(klayer.suite.report, "write_report", lambda *a, **k: ("md", "html"))
     assert main(["reproduce", "--all", "--out", str(tmp_path / "o2"), "--seeds", "1"]) == 0
     assert sorted(ran) == ["a_default", "b_optional"]  # the studies run at once on two workers
 

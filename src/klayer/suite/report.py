@@ -18,11 +18,11 @@ import tomllib
 from pathlib import Path
 
 from ..errors import KlayerError
-from ..io import atomic_write
+from ..io import atomic_write, ensure_dir, sole_writer
 from ..runs.shape import read_results
 from .parts import Link, read_gradcheck, read_sanity, read_study, read_suite, run_notes, slug
 
-__all__ = ["build_report", "reported_values"]
+__all__ = ["build_report", "write_report", "reported_values"]
 
 SLACK = 0.005
 
@@ -466,16 +466,31 @@ def build_report(paths, out=None, data_root=None) -> tuple[Path, Path]:
     Every path must be a reproduce folder (with ``suite.json`` or study folders), a study folder
     (``study.json``) or a run folder (``results.json``); otherwise KlayerError, and nothing is
     written. ``data_root`` is where the headline run's test images are read (default: as its
-    config says, else ``$KLAYER_DATA``); without them the confusion matrix and gallery are left out."""
+    config says, else ``$KLAYER_DATA``); without them the confusion matrix and gallery are left out.
+
+    ``out`` has one writer at a time: the report is written holding its lock (KlayerError naming
+    it while another klayer process writes it, e.g. a ``klayer reproduce`` into it), after the
+    temporary files a killed write left in it and in its ``figures`` are removed."""
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise KlayerError("no folders to report on")
+    _collect(paths)  # a path with nothing to report is refused before anything is created
+    out = Path(out) if out else paths[0]
+    with sole_writer(out, "report folder", ("figures",)):
+        return write_report(paths, out, data_root)
+
+
+def write_report(paths, out, data_root=None) -> tuple[Path, Path]:
+    """:func:`build_report` for a caller that is already the only writer of ``out``
+    (:func:`klayer.io.sole_writer`: ``klayer reproduce`` holds its output folder)."""
     from . import parts
 
     paths = [Path(p) for p in paths]
     if not paths:
         raise KlayerError("no folders to report on")
     studies, loose = _collect(paths)
-    out = Path(out) if out else paths[0]
-    figdir = out / "figures"
-    figdir.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    figdir = ensure_dir(out / "figures")
     ref = reported_values()
     doc = _Doc(out)
     doc.h(1, "klayer: the DD2424 reports, reproduced")

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..io import write_json
+from ..io import sole_writer, write_json
 from ..sweep import run_seconds
 from .studies import experiment_config, gradcheck_seconds, load_study, run_study, suite_files
 
@@ -102,6 +102,14 @@ def reproduce(
     out = Path(out)
     n_jobs = n_jobs or os.cpu_count() or 1
     est = estimate_seconds(studies, seeds, files[0].parent, n_jobs)
+    # one reproduce per output folder: a second is refused before it prints or writes anything
+    with sole_writer(out, "reproduce folder", ("figures",)):
+        _reproduce(studies, out, seeds, data_root, n_jobs, scheduler, quick, report, log, est)
+    return out
+
+
+def _reproduce(studies, out: Path, seeds, data_root, n_jobs, scheduler, quick, report, log, est) -> None:
+    """:func:`reproduce`'s work, holding the output folder."""
     log(
         f"klayer reproduce: {len(studies)} studies, {seeds} seeds{' (quick)' if quick else ''}, "
         f"{n_jobs} workers; estimated {est / 60:.1f} min (finished runs in {out} are reused)"
@@ -126,9 +134,8 @@ def reproduce(
         },
     )
     if report:
-        from .report import build_report
+        from .report import write_report
 
-        md, html = build_report([out], out, data_root)
+        md, html = write_report([out], out, data_root)
         log(f"report: {md} and {html}")
     log(f"klayer reproduce: done in {wall / 60:.1f} min (estimated {est / 60:.1f} min)")
-    return out

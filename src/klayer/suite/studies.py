@@ -39,7 +39,7 @@ import numpy as np
 
 from ..config import GRADCHECK_HIDDEN, STUDY_KINDS, ExperimentConfig, load_experiment, read_toml, study_from_dict
 from ..errors import ConfigError
-from ..io import write_json
+from ..io import sole_writer, write_json
 from ..schema import suggest
 from ..search import coarse_values, fine_values, top
 from ..sweep import run_many, run_seconds
@@ -351,15 +351,16 @@ def run_study(
 ) -> Path:
     """Run one study into ``out/<name>`` (resumably) and write its ``study.json``; with a shared
     :class:`klayer.pool.WorkerPool` ``pool`` its tasks queue there (``n_jobs`` and ``scheduler``
-    are the pool's)."""
-    sdir = Path(out) / study["name"]
-    sdir.mkdir(parents=True, exist_ok=True)
+    are the pool's). The study folder has one writer at a time: the study runs holding its lock
+    (KlayerError naming it while another klayer process writes it), after the temporary files a
+    killed write left in it are removed."""
     exp_dir = Path(exp_dir) if exp_dir else Path(study["file"]).parent
     ctx = _Context(seeds, data_root, n_jobs, scheduler, exp_dir, pool)
-    t = time.perf_counter()
-    structure = _RUNNERS[study["kind"]](study, ctx, sdir)
-    write_json(
-        sdir / "study.json",
-        {**study, "seeds": seeds, "quick": quick, **structure, "wall_seconds": time.perf_counter() - t},
-    )
+    with sole_writer(Path(out) / study["name"], "study folder") as sdir:
+        t = time.perf_counter()
+        structure = _RUNNERS[study["kind"]](study, ctx, sdir)
+        write_json(
+            sdir / "study.json",
+            {**study, "seeds": seeds, "quick": quick, **structure, "wall_seconds": time.perf_counter() - t},
+        )
     return sdir
