@@ -90,6 +90,84 @@ def test_alpha_and_palette_images_become_rgb(tmp_path):
     assert set(read_image(tmp_path / "p.gif", (3, 8, 8)).tolist()) == {90}
 
 
+# -- float images (Pillow mode "F") -----------------------------------------------------------------
+def save_float(path, values):
+    """A float image Pillow opens in its float mode "F": a 32-bit float TIFF or PFM (by suffix,
+    written by Pillow), or a 64-bit float FITS file (written by hand: Pillow reads, not writes,
+    FITS; its rows go bottom-up)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    a = np.asarray(values, np.float64)
+    if path.suffix == ".fits":
+        cards = ["SIMPLE  =                    T", "BITPIX  =                  -64", "NAXIS   =                    2"]
+        cards += [f"NAXIS1  = {a.shape[1]:20d}", f"NAXIS2  = {a.shape[0]:20d}", "END"]
+        data = a[::-1].astype(">f8").tobytes()
+        path.write_bytes("".join(c.ljust(80) for c in cards).ljust(2880).encode() + data + bytes(-len(data) % 2880))
+    else:
+        Image.fromarray(a.astype(np.float32)).save(path)
+    with Image.open(path) as im:
+        assert im.mode == "F"  # the mode these tests are about
+    return path
+
+
+FLOAT_FORMATS = ["tif", "pfm", "fits"]
+
+
+def test_float_images_in_0_1_are_scaled_and_in_0_255_taken_as_they_are(tmp_path, rng):
+    """A float TIFF with values in 0..1 was read as if 0..255 (Pillow's convert clips), so it came
+    out nearly black (every value 0 or 1). All values within [0, 1]: times 255; within [0, 255]:
+    as they are; rounded; 32-bit TIFF and PFM, 64-bit FITS, grey and RGB models alike."""
+    grey = rng.integers(0, 256, (8, 8)).astype(np.uint8)
+    grey[0, :2] = (0, 255)  # the whole range
+    want = grey.reshape(-1)
+    for fmt in FLOAT_FORMATS:
+        unit = save_float(tmp_path / f"unit.{fmt}", grey / 255.0)
+        wide = save_float(tmp_path / f"wide.{fmt}", grey.astype(np.float64))
+        for p in (unit, wide):
+            np.testing.assert_array_equal(read_image(p, (1, 8, 8)), want, err_msg=str(p))
+            np.testing.assert_array_equal(read_image(p, (3, 8, 8)), np.tile(want, 3), err_msg=str(p))
+    png = save(tmp_path / "same.png", grey)
+    np.testing.assert_array_equal(read_image(png, (1, 8, 8)), read_image(tmp_path / "unit.tif", (1, 8, 8)))
+    half = save_float(tmp_path / "half.tif", np.full((8, 8), 0.5))
+    assert set(read_image(half, (1, 8, 8)).tolist()) == {128}  # 127.5 rounded (to even)
+    frac = save_float(tmp_path / "frac.tif", np.full((8, 8), 7.4))  # above 1: not scaled
+    assert set(read_image(frac, (1, 8, 8)).tolist()) == {7}
+
+
+@pytest.mark.parametrize(
+    "values,found",
+    [
+        ((0.0, -0.25), "values from -0.25 to 0;"),
+        ((0.0, 255.5), "values from 0 to 255.5;"),
+        ((-3.0, 300.0), "values from -3 to 300;"),
+        ((np.nan, 0.5), "1 NaN or infinite value(s) among 64 pixels;"),
+        ((np.inf, -np.inf), "64 NaN or infinite value(s) among 64 pixels;"),
+    ],
+)
+@pytest.mark.parametrize("fmt", FLOAT_FORMATS)
+def test_float_images_out_of_range_or_not_finite_are_refused_in_one_line(tmp_path, rng, values, found, fmt):
+    """A float image with NaN, infinity or values outside [0, 255] was clipped without a word; it
+    is refused in one line naming the file and what was found (an image folder skips it and says
+    so)."""
+    a = np.where(np.arange(64).reshape(8, 8) % 2, values[0], values[1])
+    if np.isnan(values[0]):
+        a = np.full((8, 8), values[1])
+        a[3, 3] = np.nan
+    p = save_float(tmp_path / f"f.{fmt}", a)
+    with pytest.raises(DataError) as e:
+        read_image(p, (1, 8, 8))
+    msg = str(e.value)
+    assert msg == (
+        f"{p}: float image with {found} float images are read with every value within [0, 1] (scaled by 255) "
+        "or within [0, 255]"
+    )
+    root = make_folder(tmp_path / "folder", rng, per_class=4)
+    bad = save_float(root / "red" / f"bad.{fmt}", a)
+    said = []
+    raw = load_image_folder(root, (3, 8, 8), log=said.append)
+    assert said == [f"{bad}: float image with {found} " + msg.split(f"{found} ", 1)[1] + " (skipped)"]
+    assert "1 unreadable files skipped" in raw.source
+
+
 @pytest.mark.parametrize(
     "content,message",
     [
@@ -270,6 +348,13 @@ def test_train_from_an_image_folder_and_predict_its_images(tmp_path, rng, capsys
     assert main(["predict", str(tmp_path / "run"), str(tmp_path / "new"), "--format", "json", "--top-k", "1"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [(r["input"].split("/")[-1], r["top"][0]["class"]) for r in out] == [("b.jpg", "blue"), ("r.png", "red")]
+    # a float image refused by the rule is named in one line; the other inputs are still predicted
+    bad = save_float(tmp_path / "mixed" / "a.tif", np.full((8, 8), np.nan))
+    save(tmp_path / "mixed" / "b.jpg", noisy(rng, COLOURS["blue"], (64, 64)), "JPEG")
+    assert main(["predict", str(tmp_path / "run"), str(tmp_path / "mixed"), "--format", "json", "--top-k", "1"]) == 1
+    captured = capsys.readouterr()
+    assert [r["top"][0]["class"] for r in json.loads(captured.out)] == ["blue"]
+    assert captured.err.count("\n") == 1 and f"{bad}: float image with 64 NaN or infinite value(s)" in captured.err
 
 
 def test_a_folder_of_splits_is_never_read_as_classes(tmp_path, rng):

@@ -4,8 +4,17 @@ A row is what the networks take: ``(C * H * W,)`` ``uint8`` values, channel-majo
 (the 1024 red values of a 32x32 image row by row, then the green, then the blue). An image is
 read with Pillow, turned upright (EXIF orientation), converted to RGB (``"L"``, grey, for a
 one-channel model; an alpha channel is dropped; 16-bit grey, Pillow's modes ``"I;16"`` and
-``"I"``, is scaled to 8 bits), centre-cropped to the target's aspect ratio and resized (bicubic,
+``"I"``, is scaled to 8 bits; a float image, Pillow's mode ``"F"``, is read by
+:func:`float_to_8bit`'s rule), centre-cropped to the target's aspect ratio and resized (bicubic,
 antialiased) to ``H x W``.
+
+Float images (32- and 64-bit float TIFF, and any other file Pillow opens in its one float mode,
+``"F"``) have no fixed scale, so the values decide it: all within [0, 1] are taken for the 0..1
+convention and multiplied by 255; otherwise all within [0, 255] are taken as they are; both are
+rounded to whole 8-bit values. A NaN or infinite value, or a value outside [0, 255], is refused in
+one line naming the file and what was found (an image folder skips such a file and says so, as it
+does an unreadable one). An image whose values all lie in [0, 1] is read as 0..1 even if it was
+meant as a very dark 0..255 image.
 
 An image folder is the torchvision ``ImageFolder`` convention: one sub-folder per class, named
 after the class, with the images anywhere below it; the classes are the sub-folders' names in
@@ -35,6 +44,7 @@ __all__ = [
     "infer_image_shape",
     "model_image_shape",
     "image_to_row",
+    "float_to_8bit",
     "read_image",
     "row_to_image",
     "list_files",
@@ -83,11 +93,39 @@ def model_image_shape(meta: dict, input_size: int) -> tuple[int, int, int] | Non
     return infer_image_shape(input_size)
 
 
+class _FloatRangeError(ValueError):
+    """A float image outside :func:`float_to_8bit`'s rule."""
+
+
+def float_to_8bit(values) -> np.ndarray:
+    """A float image's values as 8-bit grey, by the module's rule: all within [0, 1] times 255,
+    else all within [0, 255] as they are, rounded. ValueError (one line: what was found, what is
+    read) for a NaN or infinite value, or a value outside [0, 255]."""
+    a = np.asarray(values)
+    if a.size == 0:
+        return np.zeros(a.shape, np.uint8)
+    bad = np.count_nonzero(~np.isfinite(a))
+    rule = "float images are read with every value within [0, 1] (scaled by 255) or within [0, 255]"
+    if bad:
+        raise _FloatRangeError(f"float image with {bad} NaN or infinite value(s) among {a.size} pixels; {rule}")
+    lo, hi = a.min(), a.max()
+    if lo < 0 or hi > 255:
+        found = " to ".join(np.format_float_positional(v, trim="-") for v in (lo, hi))  # as stored
+        raise _FloatRangeError(f"float image with values from {found}; {rule}")
+    scale = 255.0 if hi <= 1 else 1.0
+    return np.round(a.astype(np.float64) * scale).astype(np.uint8)
+
+
 def image_to_row(img, image_shape) -> np.ndarray:
-    """A Pillow image as one ``(C * H * W,)`` uint8 row, channel-major (see the module notes)."""
+    """A Pillow image as one ``(C * H * W,)`` uint8 row, channel-major (see the module notes).
+
+    Raises ValueError for a float image outside :func:`float_to_8bit`'s rule."""
     Image, ImageOps = _pillow()
     C, H, W = image_shape
     img = ImageOps.exif_transpose(img)
+    if img.mode == "F":
+        # convert() would clip the values to 0..255: a 0..1 image came out nearly black
+        img = Image.fromarray(float_to_8bit(img))
     if img.mode == "I" or img.mode.startswith("I;16"):
         # 16-bit grey: convert() would clip it at 255, not scale it. Pillow opens 16-bit PNG and
         # TIFF as "I;16", 16-bit PGM (any maxval above 255, rescaled to 0..65535) as 32-bit "I"
@@ -128,6 +166,8 @@ def read_image(path, image_shape) -> np.ndarray:
         raise DataError(path, "is a folder, not an image") from None
     except Image.UnidentifiedImageError:
         raise DataError(path, "not an image Pillow can read") from None
+    except _FloatRangeError as e:  # a readable image whose values klayer does not read
+        raise DataError(path, str(e)) from None
     except Exception as e:  # decoders of damaged files raise many kinds of errors
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(path, f"unreadable image ({reason})") from None
