@@ -439,3 +439,58 @@ def test_the_suites_locks_are_released_on_errors_and_ctrl_c(tmp_path, rng, monke
             build_report([out])
     assert reproduce(files, out, seeds=2, data_root=data, n_jobs=1, log=lambda *a: None) == out
     assert build_report([out]) == (out / "report.md", out / "report.html")
+
+
+# -- starting a run over: a fault midway leaves no run that looks finished -----------------------
+def test_a_fault_while_a_run_is_started_over_never_leaves_a_finished_looking_run_with_outputs_gone(
+    tmp_path, monkeypatch
+):
+    """--retrain (and a sweep's retraining) removed the old outputs in the order snapshots/,
+    results.json, model, ...: a fault (kill, permission denied) after snapshots/ went left
+    results.json complete and the model there, a run that looked finished with its snapshots (and
+    their ensemble's accuracy in results.json) gone; --resume then called it finished. Now
+    results.json goes first: at every point of failure the run either is the finished run,
+    whole, or does not look finished."""
+    import pathlib
+    import shutil
+
+    import klayer.runs.run as run_module
+    from klayer.runs import run_status, train
+
+    data = tiny_dataset(np.random.default_rng(0))
+    config = run_config(snapshots=True)
+    out = tmp_path / "run"
+    train(config, data, out=out)
+    whole = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert any(k.startswith("snapshots/") for k in whole) and "results.json" in whole
+    real_unlink, real_rmtree = pathlib.Path.unlink, shutil.rmtree
+
+    def counted(real, k, calls):
+        def removal(*a, **kw):
+            if len(calls) == k:
+                raise PermissionError(13, "Permission denied", str(a[0]))
+            calls.append(a[0])
+            return real(*a, **kw)
+
+        return removal
+
+    for k in range(100):  # a fault at the k-th removal, until training gets through
+        calls = []
+        monkeypatch.setattr(pathlib.Path, "unlink", counted(real_unlink, k, calls))
+        monkeypatch.setattr(run_module.shutil, "rmtree", counted(real_rmtree, k, calls))
+        try:
+            train(config, data, out=out, retrain=True)
+            break
+        except OSError:  # OutputError: the fault at removal k
+            pass
+        finally:
+            monkeypatch.setattr(pathlib.Path, "unlink", real_unlink)
+            monkeypatch.setattr(run_module.shutil, "rmtree", real_rmtree)
+        now = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+        if run_status(out) == "complete":
+            assert now >= whole.keys(), (
+                f"a fault at removal {k} left a finished-looking run without {whole.keys() - now}"
+            )
+        train(config, data, out=out, retrain=True)  # whole again for the next point of failure
+        whole = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert k >= 3  # the faults did land inside the removal

@@ -72,8 +72,11 @@ def run_status(folder, log=None) -> str:
 
 
 def _remove_outputs(folder: Path) -> None:
+    """Remove a run's outputs and checkpoints, ``results.json`` first: a fault midway must not
+    leave a run that looks finished (``results.json`` complete, its model there) with some of its
+    outputs gone."""
     try:
-        for name in OUTPUTS:
+        for name in ("results.json", *OUTPUTS):
             p = folder / name
             if p.is_dir():
                 shutil.rmtree(p)
