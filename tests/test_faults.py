@@ -494,3 +494,23 @@ def test_a_fault_while_a_run_is_started_over_never_leaves_a_finished_looking_run
         train(config, data, out=out, retrain=True)  # whole again for the next point of failure
         whole = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert k >= 3  # the faults did land inside the removal
+
+
+def test_a_sweep_does_not_reuse_a_complete_run_whose_model_is_missing(tmp_path, monkeypatch):
+    """run_many took any complete results.json for a finished run, though train/--resume (and
+    run_status) call a complete run without its model.safetensors unfinished: reproduce reused
+    it and its report had no model to evaluate. It is trained again, as --resume would."""
+    from klayer.runs import run_status
+
+    data = tiny_dataset(np.random.default_rng(0))
+    monkeypatch.setattr(sweep, "_dataset", lambda config, root: data)
+    configs = [run_config(lam=lam).replace(name=f"r{i}") for i, lam in enumerate([0.001, 0.01])]
+    for lockstep in (True, False):
+        outs = [tmp_path / str(lockstep) / c.name for c in configs]
+        first = sweep.run_many(configs, outs, n_jobs=1, lockstep=lockstep, progress=False)
+        model = (outs[1] / "model.safetensors").read_bytes()
+        (outs[1] / "model.safetensors").unlink()
+        assert run_status(outs[1]) == "unfinished" and sweep.load_results(outs[1]) is None
+        again = sweep.run_many(configs, outs, n_jobs=1, lockstep=lockstep, progress=False)
+        assert (outs[1] / "model.safetensors").read_bytes() == model  # trained again, the same bits
+        assert again[0] == first[0] and again[1]["status"] == "complete"

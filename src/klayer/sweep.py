@@ -65,10 +65,15 @@ def run_seconds(cfg: ExperimentConfig) -> float:
 
 
 def load_results(run_dir) -> dict | None:
-    """The ``results.json`` of a finished run, or None (no file, or one that is damaged: not
-    JSON, or not the shape klayer writes; such a run is trained again, not trusted)."""
+    """The ``results.json`` of a finished run, as :func:`klayer.runs.run_status` judges it
+    (complete with its ``model.safetensors``, or diverged), or None: no file, one that is damaged
+    (not JSON, or not the shape klayer writes), or a complete one whose model is missing. Such a
+    run is trained again, not trusted."""
+    from .runs import run_status
     from .runs.shape import read_results
 
+    if run_status(run_dir) not in ("complete", "diverged"):
+        return None
     return read_results(Path(run_dir) / "results.json")[0]
 
 
