@@ -3,8 +3,8 @@
 :func:`run_many` takes experiment configs and one run folder each. Finished runs (a
 ``results.json`` in their folder) are read back, not retrained, so an interrupted sweep continues
 where it stopped (a finished run is tidied as ``klayer train --resume`` tidies it: the temporary
-files and checkpoints a kill left go). The others are grouped into stacks that can train in lockstep (same
-architecture, data and shuffle seed; different ``lam``, ``eta``, ``seed``, ``init``, ``sigma``),
+files and checkpoints a kill left go). The others are grouped into stacks that can train in
+lockstep (same architecture, data and shuffle seed; different ``lam``, ``eta``, ``seed``, ``init``, ``sigma``),
 split into tasks of at most ``max_k`` networks, and run by ``n_jobs`` worker processes with one
 BLAS thread each, or by a Dask cluster when ``scheduler`` gives its address (a
 :class:`klayer.pool.WorkerPool`, shared when the caller passes one: ``klayer reproduce`` runs its

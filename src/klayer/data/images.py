@@ -8,8 +8,8 @@ one-channel model; an alpha channel is dropped; 16-bit grey, Pillow's modes ``"I
 :func:`float_to_8bit`'s rule), centre-cropped to the target's aspect ratio and resized (bicubic,
 antialiased) to ``H x W``.
 
-Float images (32- and 64-bit float TIFF, and any other file Pillow opens in its one float mode,
-``"F"``) have no fixed scale, so the values decide it: all within [0, 1] are taken for the 0..1
+Float images (32-bit float TIFF, PFM, FITS, and any other file Pillow opens in its one float
+mode, ``"F"``) have no fixed scale, so the values decide it: all within [0, 1] are taken for the 0..1
 convention and multiplied by 255; otherwise all within [0, 255] are taken as they are; both are
 rounded to whole 8-bit values. A NaN or infinite value, or a value outside [0, 255], is refused in
 one line naming the file and what was found (an image folder skips such a file and says so, as it
