@@ -514,3 +514,26 @@ def test_a_sweep_does_not_reuse_a_complete_run_whose_model_is_missing(tmp_path, 
         again = sweep.run_many(configs, outs, n_jobs=1, lockstep=lockstep, progress=False)
         assert (outs[1] / "model.safetensors").read_bytes() == model  # trained again, the same bits
         assert again[0] == first[0] and again[1]["status"] == "complete"
+
+
+@pytest.mark.parametrize("lockstep", [True, False])
+def test_a_sweep_records_a_diverged_run_and_goes_on(tmp_path, monkeypatch, lockstep):
+    """A run that diverges alone (every run without lockstep; a stack of one with it) raised
+    DivergenceError out of run_many and stopped the whole sweep, though a diverged member of a
+    larger stack is recorded as 'diverged' and the others go on: now every diverged run is recorded,
+    and the sweep's other runs train and finish."""
+    from klayer.config import ModelConfig
+    from klayer.runs import run_status
+
+    data = tiny_dataset(np.random.default_rng(0))
+    monkeypatch.setattr(sweep, "_dataset", lambda config, root: data)
+    good = run_config().replace(name="good")
+    # lam = 1: every update multiplies every W by 1 - 2 eta lam < -2e4; another architecture, so
+    # that with lockstep it is a stack of its own
+    bad = run_config(eta_min=1e4, eta_max=1e5, lam=1.0).replace(name="bad", model=ModelConfig(hidden=(5,)))
+    outs = [tmp_path / "bad", tmp_path / "good"]
+    results = sweep.run_many([bad, good], outs, n_jobs=1, lockstep=lockstep, progress=False)
+    assert [r["status"] for r in results] == ["diverged", "complete"]
+    assert [run_status(o) for o in outs] == ["diverged", "complete"]
+    # read back, not trained again, on the next call
+    assert sweep.run_many([bad, good], outs, n_jobs=1, lockstep=lockstep, progress=False) == results

@@ -21,7 +21,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .config import ExperimentConfig, from_dict, same_config
-from .errors import KlayerError
+from .errors import DivergenceError, KlayerError
 
 __all__ = ["run_many", "load_results", "lockstep_groups", "run_seconds"]
 
@@ -101,17 +101,30 @@ def _dataset(config: ExperimentConfig, root):
 
 
 def _run_task(config_dicts: list[dict], outs: list[str], root, lockstep: bool, threads: int = 1) -> list[dict]:
-    """Worker entry point: train one lockstep stack (or its members one by one)."""
+    """Worker entry point: train one lockstep stack (or its members one by one).
+
+    A run that diverges is recorded, not raised: its folder holds a ``diverged`` results.json
+    and the sweep goes on, as a diverged member of a larger stack does.
+    """
     from .runs import train, train_lockstep
 
     configs = [from_dict(d) for d in config_dicts]
     data = _dataset(configs[0], root)
-    if lockstep:
+    if lockstep and len(configs) > 1:
         return train_lockstep(configs, data, outs, progress=False, blas_threads=threads)
     results = []
     for c, o in zip(configs, outs, strict=True):
         c = c.replace(train={"blas_threads": threads})
-        results.append(train(c, data, out=o, progress=False, resume=True).results)  # an interrupted run continues
+        try:
+            if lockstep:  # a stack of one, trained from the start as stacks are
+                results += train_lockstep([c], data, [o], progress=False, blas_threads=threads)
+            else:  # an interrupted run continues
+                results.append(train(c, data, out=o, progress=False, resume=True).results)
+        except DivergenceError:  # one network alone raises; its run folder says 'diverged'
+            r = load_results(o)
+            if r is None:
+                raise
+            results.append(r)
     return results
 
 
