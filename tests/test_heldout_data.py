@@ -177,3 +177,20 @@ def test_16bit_pgm_images_are_scaled_not_clipped(tmp_path):
     # a 12-bit PGM (maxval 4095) is rescaled by Pillow to the same range
     path.write_bytes(b"P5\n4 1\n4095\n" + np.array([[0, 16, 2048, 4095]], ">u2").tobytes())
     np.testing.assert_array_equal(read_image(path, (1, 1, 4)), [0, 1, 128, 255])
+
+
+@pytest.mark.parametrize("values,found", [([0, 70000], "0 to 70000"), ([-5, 1000], "-5 to 1000")])
+def test_32bit_integer_images_outside_16_bits_are_refused_not_clipped(tmp_path, values, found):
+    """A 32-bit integer TIFF (Pillow's mode "I") with values outside 0..65535 was clipped to that
+    range without a word; it is refused in one line naming the file and the range, and one within
+    16 bits is scaled as a 16-bit image is."""
+    path = tmp_path / "int32.tif"
+    Image.fromarray(np.array([values * 2], np.int32)).save(path)
+    assert Image.open(path).mode == "I"
+    with pytest.raises(DataError) as e:
+        read_image(path, (1, 1, 4))
+    assert str(e.value) == (
+        f"{path}: integer image with values from {found}; integer images are read as 16-bit (0..65535)"
+    )
+    Image.fromarray(np.array([[0, 257, 32896, 65535]], np.int32)).save(path)
+    np.testing.assert_array_equal(read_image(path, (1, 1, 4)), [0, 1, 128, 255])

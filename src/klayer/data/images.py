@@ -4,7 +4,8 @@ A row is what the networks take: ``(C * H * W,)`` ``uint8`` values, channel-majo
 (the 1024 red values of a 32x32 image row by row, then the green, then the blue). An image is
 read with Pillow, turned upright (EXIF orientation), converted to RGB (``"L"``, grey, for a
 one-channel model; an alpha channel is dropped; 16-bit grey, Pillow's modes ``"I;16"`` and
-``"I"``, is scaled to 8 bits; a float image, Pillow's mode ``"F"``, is read by
+``"I"``, is scaled to 8 bits, and an ``"I"`` image with values outside 0..65535 (a 32-bit integer
+TIFF) is refused in one line as a float image out of range is; a float image, Pillow's mode ``"F"``, is read by
 :func:`float_to_8bit`'s rule), centre-cropped to the target's aspect ratio and resized (bicubic,
 antialiased) to ``H x W``.
 
@@ -94,7 +95,8 @@ def model_image_shape(meta: dict, input_size: int) -> tuple[int, int, int] | Non
 
 
 class _FloatRangeError(ValueError):
-    """A float image outside :func:`float_to_8bit`'s rule."""
+    """An image whose values klayer does not scale to 8 bits: a float image outside
+    :func:`float_to_8bit`'s rule, an integer image outside 0..65535."""
 
 
 def float_to_8bit(values) -> np.ndarray:
@@ -119,7 +121,8 @@ def float_to_8bit(values) -> np.ndarray:
 def image_to_row(img, image_shape) -> np.ndarray:
     """A Pillow image as one ``(C * H * W,)`` uint8 row, channel-major (see the module notes).
 
-    Raises ValueError for a float image outside :func:`float_to_8bit`'s rule."""
+    Raises ValueError for a float image outside :func:`float_to_8bit`'s rule and for an integer
+    image (Pillow's 32-bit ``"I"``) with values outside 0..65535."""
     Image, ImageOps = _pillow()
     C, H, W = image_shape
     img = ImageOps.exif_transpose(img)
@@ -129,7 +132,12 @@ def image_to_row(img, image_shape) -> np.ndarray:
     if img.mode == "I" or img.mode.startswith("I;16"):
         # 16-bit grey: convert() would clip it at 255, not scale it. Pillow opens 16-bit PNG and
         # TIFF as "I;16", 16-bit PGM (any maxval above 255, rescaled to 0..65535) as 32-bit "I"
-        a = np.clip(np.asarray(img, np.float64), 0, 65535)
+        a = np.asarray(img, np.float64)
+        if a.size and (a.min() < 0 or a.max() > 65535):  # a 32-bit integer TIFF: clipping hid it
+            found = f"{int(a.min())} to {int(a.max())}"
+            raise _FloatRangeError(
+                f"integer image with values from {found}; integer images are read as 16-bit (0..65535)"
+            )
         img = Image.fromarray(np.round(a / 257).astype(np.uint8))
     img = img.convert("RGB" if C == 3 else "L")
     img = ImageOps.fit(img, (W, H), method=Image.Resampling.BICUBIC)
