@@ -18,6 +18,7 @@ from klayer.learn.vectors import kind_of, quantity_names
 
 from .student import CATALOGUED, OUTSIDE, inputs_of, run
 from .student_columns import EXPECTED as COLUMN_EXPECTED
+from .test_layer_student import EXPECTED as LAYER_EXPECTED
 
 SMALL = [name for name, c in CASES.items() if c.source == "random"]
 
@@ -128,9 +129,10 @@ ZOO = {
 def test_the_zoo_covers_the_catalogue_and_beyond():
     assert set(ZOO) == CATALOGUED | OUTSIDE
     assert len(ZOO) >= 15 and len(OUTSIDE) >= 3
-    # every catalogued mistake has its bug, here or in the column student's zoo (preprocessing mistakes:
-    # in the CIFAR case, below)
+    # every catalogued mistake has its bug, here or in the column or layer students' zoos (preprocessing
+    # mistakes: in the CIFAR case, below)
     found = {v[2] for v in ZOO.values()} | {v[2] for v in COLUMN_EXPECTED.values()}
+    found |= {v[1] for v in LAYER_EXPECTED.values()}
     assert found - {None} == set(CATALOGUE) - set(PREPROCESSING)
 
 

@@ -1,0 +1,117 @@
+"""A fourth student, object-oriented (one class per layer, a batch-norm backward pass derived stage by
+stage through d_var and d_mu), in the assignments' column layout: it passes when correct, in float64
+and float32, and each of its mistakes, written its own way, is located at its first wrong quantity
+and named (or honestly left unnamed) through the files and commands the docs give a student."""
+
+import numpy as np
+import pytest
+
+from klayer.cli import main
+from klayer.learn import CASES, case_inputs, check, check_function
+from klayer.learn.vectors import read_values, to_layout
+
+from .student_layers import BUGS, run
+
+SMALL = [name for name, c in CASES.items() if c.source == "random"]
+
+# (bugs, case) -> (first wrong, catalogued mistake or None)
+EXPECTED = {
+    ("grad_no_1_over_n", "3layer_bn"): ("grad_W3", "grad_not_divided_by_n"),
+    ("reg_lam_W", "3layer"): ("grad_W3", "reg_grad_no_2"),
+    ("reg_on_b", "3layer"): ("grad_b3", "reg_biases"),
+    ("reg_on_gamma_beta", "3layer_bn"): ("grad_gamma2", "reg_gamma_beta"),
+    ("unbiased_var", "3layer_bn"): ("var1", "var_unbiased"),
+    ("eps_outside_sqrt", "3layer_bn"): ("S_hat1", "eps_outside_sqrt"),
+    ("no_d_mu", "3layer_bn"): ("G2", "bn_back_no_mean_term"),
+    ("no_d_var", "3layer_bn"): ("G2", "bn_back_no_var_term"),
+    ("relu_mask_from_S", "3layer_bn"): ("grad_gamma2", "relu_grad_before_bn"),
+    ("relu_mask_from_S_hat", "3layer_bn"): ("grad_gamma2", None),
+    ("relu_mask_from_S_hat", "2layer_bn"): ("grad_gamma1", None),
+    ("softmax_over_samples", "3layer"): ("P", "softmax_wrong_axis"),
+    ("gamma_beta_grads_swapped", "3layer_bn"): ("grad_gamma2", "grad_gamma_beta_swapped"),
+    ("gamma_grad_over_units", "3layer_bn"): ("grad_gamma2", "reduced_wrong_axis"),
+    ("running_alpha_swapped", "3layer_bn"): ("mu_av1", "running_alpha_swapped"),
+    ("running_from_zeros", "3layer_bn"): ("mu_av1", None),
+    ("running_from_zeros", "2layer_bn"): ("mu_av1", None),
+    ("update_wrong_sign", "3layer_bn"): ("W1_next", "update_wrong_sign"),
+    ("update_during_backward", "3layer"): ("G2", None),
+    ("update_during_backward", "2layer"): ("G1", None),
+    ("update_during_backward", "3layer_bn"): ("grad_gamma2", None),
+    ("bias_after_bn", "3layer_bn"): ("S1", "bias_missing"),
+    ("loss_mean_over_classes", "3layer_bn"): ("loss", "loss_mean_over_classes"),
+    ("eval_with_batch_stats", "3layer_bn"): ("S_hat_eval1", "eval_batch_stats"),
+    ("cost_norm_not_squared", "3layer"): ("cost", None),
+    ("cost_norm_not_squared", "2layer_bn"): ("cost", None),
+    ("relu_in_place", "3layer"): ("S1", None),
+    ("relu_in_place", "3layer_bn"): ("S_tilde1", None),
+    ("params_in_place", "3layer"): ("W1", None),
+    ("params_in_place", "2layer_bn"): ("W1", None),
+    # outside the catalogue: located, and not misnamed
+    ("d_var_no_half", "3layer_bn"): ("G2", None),
+    ("relu_mask_next_layer", "3layer"): ("G1", None),
+    ("running_var_std", "3layer_bn"): ("var_av1", None),
+    ("shuffle_X_only", "3layer"): ("S1", None),
+    # two mistakes: the first one named, or none when both change the same quantity
+    ("no_d_mu+no_d_var", "3layer_bn"): ("G2", "bn_back_stats_constant"),
+    ("no_d_mu+unbiased_var", "3layer_bn"): ("var1", "var_unbiased"),
+    ("grad_no_1_over_n+no_d_var", "3layer_bn"): ("grad_W3", "grad_not_divided_by_n"),
+    ("reg_on_b+running_from_zeros", "3layer_bn"): ("grad_b3", "reg_biases"),
+    ("running_from_zeros+update_during_backward", "3layer_bn"): ("grad_gamma2", None),
+    ("update_during_backward+update_wrong_sign", "3layer"): ("G2", None),
+    ("grad_no_1_over_n+reg_lam_W", "3layer_bn"): ("grad_W3", None),
+}
+
+
+def student(bugs, case, dtype=np.float64):
+    """The student's values (with the parameters they hold, as a saved dict of everything has them)."""
+    bugs = set(bugs.split("+")) if bugs else set()
+    return run(to_layout(case_inputs(case), "assignment"), bugs, dtype, with_params="params_in_place" in bugs)
+
+
+def test_every_bug_has_an_expectation():
+    assert {b for bugs, _ in EXPECTED for b in bugs.split("+")} == BUGS
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", SMALL)
+def test_the_layer_student_passes_when_correct(case, dtype):
+    result = check_function(lambda inputs: run(inputs, (), dtype, with_params=True), case, layout="assignment")
+    assert result.passed and not result.notes, result.format()
+
+
+def test_the_layer_student_passes_the_cifar_case(cifar_dir):
+    values = run(to_layout(case_inputs("cifar_3layer_bn", cifar_dir), "assignment"), (), np.float32)
+    result = check(values, "cifar_3layer_bn", data_root=cifar_dir)
+    assert result.passed and result.layout == "assignment", result.format()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(("bugs", "case"), sorted(EXPECTED))
+def test_the_layer_students_bugs(bugs, case, dtype):
+    first, mistake = EXPECTED[bugs, case]
+    result = check(student(bugs, case, dtype), case)
+    assert (result.first_wrong, result.mistake_id) == (first, mistake), result.format()
+    text = result.format()
+    assert f"\nfirst wrong: {first} (" in text
+    assert (f"\nlikely mistake: {mistake}: " in text) == (mistake is not None)
+    assert ("no catalogued mistake reproduces it" in text) == (mistake is None)
+
+
+THROUGH_THE_COMMANDS = [
+    ("no_d_var", "3layer_bn"),
+]
+
+
+@pytest.mark.parametrize(("bugs", "case"), THROUGH_THE_COMMANDS)
+def test_through_the_commands_the_docs_give(bugs, case, tmp_path, capsys):
+    # klayer vectors --layout assignment, the student's code on the file's inputs, np.savez, klayer check
+    ref = tmp_path / "ref.npz"
+    assert main(["vectors", "--case", case, "--layout", "assignment", "--out", str(ref)]) == 0
+    given = {q: v for q, v in read_values(ref).items() if q in case_inputs(case)}
+    np.savez(tmp_path / "mine.npz", **run(given, set(bugs.split("+")), np.float32, with_params=True))
+    capsys.readouterr()
+    assert main(["check", str(tmp_path / "mine.npz"), "--case", case]) == 1
+    out = capsys.readouterr().out
+    first, mistake = EXPECTED[bugs, case]
+    assert f"\nfirst wrong: {first} (" in out and f"\nlikely mistake: {mistake}: " in out, out
+    assert "Traceback" not in out
