@@ -573,13 +573,20 @@ class ReluGradMissing(Computation):
 
 @catalogued(
     "relu_grad_before_bn",
-    summary="the ReLU mask is taken from S (before batch norm) instead of S_tilde, the ReLU's input",
+    summary="the ReLU mask is taken from S (before batch norm) or S_hat (before gamma and beta) instead of "
+    "S_tilde, the ReLU's input",
     formula="backward pass: G_batch = G_batch .* Ind(X_l > 0), X_l = max(0, S_tilde_l)",
     batch_norm=True,
 )
 class ReluGradBeforeBn(Computation):
     def relu_back(self, dH, layer):
         return np.where(layer["S"] > 0, dH, 0.0)
+
+
+@catalogued("relu_grad_before_bn")
+class ReluGradFromSHat(Computation):
+    def relu_back(self, dH, layer):
+        return np.where(layer["bn"][0] > 0, dH, 0.0)
 
 
 @catalogued(
