@@ -42,8 +42,8 @@ EXPECTED = {
     ("eval_with_batch_stats", "3layer_bn"): ("S_hat_eval1", "eval_batch_stats"),
     ("cost_norm_not_squared", "3layer"): ("cost", None),
     ("cost_norm_not_squared", "2layer_bn"): ("cost", None),
-    ("relu_in_place", "3layer"): ("S1", None),
-    ("relu_in_place", "3layer_bn"): ("S_tilde1", None),
+    ("relu_in_place", "3layer"): ("S1", "relu_in_place"),
+    ("relu_in_place", "3layer_bn"): ("S_tilde1", "relu_in_place"),
     ("params_in_place", "3layer"): ("W1", None),
     ("params_in_place", "2layer_bn"): ("W1", None),
     # outside the catalogue: located, and not misnamed
@@ -99,6 +99,7 @@ def test_the_layer_students_bugs(bugs, case, dtype):
 
 THROUGH_THE_COMMANDS = [
     ("no_d_var", "3layer_bn"),
+    ("relu_in_place", "3layer_bn"),
 ]
 
 

@@ -238,6 +238,20 @@ class BnCentredInPlace(Computation):
         return r
 
 
+@catalogued(
+    "relu_in_place",
+    summary="the ReLU clips its input in place (H = S; H[H < 0] = 0: the same numpy array, or "
+    "np.maximum(S, 0, out=S)), so the S (or S_tilde) kept and shown is max(0, S)",
+    formula="forward pass: X_l = max(0, S_l) (with batch norm max(0, S_tilde_l)) into a new array; S_l and S_tilde_l "
+    "keep their negative entries",
+)
+class ReluInPlace(Computation):
+    def relu(self, Z):
+        H = super().relu(Z)
+        Z[...] = H  # the array compute() keeps as S{l} (S_tilde{l} with batch norm)
+        return H
+
+
 # -- linear layers, softmax, cost -------------------------------------------------------------
 @catalogued(
     "weight_transposed_forward",
