@@ -436,6 +436,33 @@ class RegHalfInCost(Computation):
 
 
 @catalogued(
+    "reg_wrong_norm",
+    summary="the cost's penalty takes another norm: ||W_l|| without its square (np.linalg.norm(W)), or MATLAB's "
+    "norm(W), the largest singular value, not the Frobenius norm; it is lam sum_l sum_ij W_l,ij^2",
+    formula="J = (1/n) sum_i l_cross(x_i, y_i) + lam sum_l ||W_l||^2, ||W||^2 = sum_ij W_ij^2 (MATLAB sum(W(:).^2), "
+    "norm(W, 'fro')^2)",
+)
+class RegFrobeniusNotSquared(Computation):
+    def norm(self, W):
+        return np.linalg.norm(W)
+
+    def cost(self, loss, params, lam):
+        return loss + lam * sum(self.norm(p) for name, p in params.items() if name.startswith("W"))
+
+
+@catalogued("reg_wrong_norm")
+class RegSpectralSquared(RegFrobeniusNotSquared):
+    def norm(self, W):
+        return np.linalg.norm(W, 2) ** 2
+
+
+@catalogued("reg_wrong_norm")
+class RegSpectral(RegFrobeniusNotSquared):
+    def norm(self, W):
+        return np.linalg.norm(W, 2)
+
+
+@catalogued(
     "reg_over_n",
     summary="the penalty is divided by n too: J = (1/n) (sum_i l_cross + lam sum_l ||W_l||^2) (and its gradient "
     "2 lam W / n); only the cross-entropy is averaged",
