@@ -34,9 +34,9 @@ EXPECTED = {
     ("running_from_zeros", "3layer_bn"): ("mu_av1", None),
     ("running_from_zeros", "2layer_bn"): ("mu_av1", None),
     ("update_wrong_sign", "3layer_bn"): ("W1_next", "update_wrong_sign"),
-    ("update_during_backward", "3layer"): ("G2", None),
-    ("update_during_backward", "2layer"): ("G1", None),
-    ("update_during_backward", "3layer_bn"): ("grad_gamma2", None),
+    ("update_during_backward", "3layer"): ("G2", "update_during_backward"),
+    ("update_during_backward", "2layer"): ("G1", "update_during_backward"),
+    ("update_during_backward", "3layer_bn"): ("grad_gamma2", "update_during_backward"),
     ("bias_after_bn", "3layer_bn"): ("S1", "bias_missing"),
     ("loss_mean_over_classes", "3layer_bn"): ("loss", "loss_mean_over_classes"),
     ("eval_with_batch_stats", "3layer_bn"): ("S_hat_eval1", "eval_batch_stats"),
@@ -56,7 +56,7 @@ EXPECTED = {
     ("no_d_mu+unbiased_var", "3layer_bn"): ("var1", "var_unbiased"),
     ("grad_no_1_over_n+no_d_var", "3layer_bn"): ("grad_W3", "grad_not_divided_by_n"),
     ("reg_on_b+running_from_zeros", "3layer_bn"): ("grad_b3", "reg_biases"),
-    ("running_from_zeros+update_during_backward", "3layer_bn"): ("grad_gamma2", None),
+    ("running_from_zeros+update_during_backward", "3layer_bn"): ("grad_gamma2", "update_during_backward"),
     ("update_during_backward+update_wrong_sign", "3layer"): ("G2", None),
     ("grad_no_1_over_n+reg_lam_W", "3layer_bn"): ("grad_W3", None),
 }
@@ -100,6 +100,7 @@ def test_the_layer_students_bugs(bugs, case, dtype):
 THROUGH_THE_COMMANDS = [
     ("no_d_var", "3layer_bn"),
     ("relu_in_place", "3layer_bn"),
+    ("update_during_backward", "3layer_bn"),
 ]
 
 

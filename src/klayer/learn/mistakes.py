@@ -755,6 +755,33 @@ class WeightTransposedBackward(Computation):
 
 
 @catalogued(
+    "update_during_backward",
+    summary="each layer is updated during the backward pass, before the gradient is propagated through it "
+    "(W_l' G_batch with W_l already stepped, or gamma_l stepped before G_batch .* gamma_l): the whole backward "
+    "pass uses the parameters before the step",
+    formula="backward pass: G_batch = W_l^T G_batch with the W_l of the forward pass; the step p - eta grad_p "
+    "comes after every gradient is computed",
+)
+class UpdateDuringBackward(Computation):
+    def linear_back(self, G, cache, need_dX):
+        dH, dW, db = super().linear_back(G, cache, need_dX)
+        H, W = cache
+        if need_dX:
+            lam, eta = float(self.inputs["lam"]), float(self.inputs["eta"])
+            dH = G @ (W - eta * (dW + 2 * lam * W))
+        return dH, dW, db
+
+
+@catalogued("update_during_backward")
+class UpdateDuringBackwardGammaToo(UpdateDuringBackward):
+    def bn_back(self, dZ, cache):
+        S_hat, inv_std, gamma = cache
+        _, dgamma, dbeta = super().bn_back(dZ, cache)
+        stepped = gamma - float(self.inputs["eta"]) * dgamma
+        return super().bn_back(dZ, (S_hat, inv_std, stepped))[0], dgamma, dbeta
+
+
+@catalogued(
     "G_wrt_S_tilde",
     summary="G{l} holds the gradient with respect to S_tilde{l} (after the ReLU mask, before the batch-norm "
     "backward pass); G{l} is the gradient with respect to S{l}, after BatchNormBackPass",
