@@ -309,7 +309,7 @@ EXPECTED = {
     "sigma2_power": ("3layer_bn", "G2", None),
     "update_uses_eta_squared": ("3layer", "W1_next", None),
     "X_inplace_standardize": ("3layer", "X", None),
-    "mu_av_init_unused": ("2layer_bn", "mu_av1", None),
+    "mu_av_init_unused": ("2layer_bn", "mu_av1", "running_init_zero"),
     "running_init_wrong_layer": ("3layer_bn", "mu_av1", None),
     "int_division": ("3layer_bn", "grad_W2", None),
     "cost_penalty_over_n": ("3layer", "cost", "reg_over_n"),

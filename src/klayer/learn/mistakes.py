@@ -974,6 +974,26 @@ class RunningInitBatch(Computation):
 
 
 @catalogued(
+    "running_init_zero",
+    summary="the running averages start from zeros (var_av from 0 or 1, a fresh buffer's), or the old average is "
+    "dropped (mu_av = (1 - alpha) mu); this case starts them at mu_av{l}_init and var_av{l}_init",
+    formula="mu_av = alpha mu_av + (1 - alpha) mu, starting from the case's mu_av{l}_init and var_av{l}_init",
+    batch_norm=True,
+)
+class RunningInitZero(Computation):
+    var_start = 0.0
+
+    def running(self, avg, stat, alpha, n, is_var):
+        start = np.full_like(avg, self.var_start if is_var else 0.0)
+        return super().running(start, stat, alpha, n, is_var)
+
+
+@catalogued("running_init_zero")
+class RunningInitZeroVarOne(RunningInitZero):
+    var_start = 1.0
+
+
+@catalogued(
     "running_var_unbiased",
     summary="the running variance is fed the unbiased batch variance n/(n-1) var (PyTorch's convention)",
     formula="var_av = alpha var_av + (1 - alpha) var, with the batch variance var of the forward pass (1/n)",
