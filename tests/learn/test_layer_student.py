@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from klayer.cli import main
-from klayer.learn import CASES, case_inputs, check, check_function
+from klayer.learn import CASES, case_inputs, check, check_function, reference_vectors
 from klayer.learn.vectors import read_values, to_layout
 
 from .student_layers import BUGS, run
@@ -44,8 +44,8 @@ EXPECTED = {
     ("cost_norm_not_squared", "2layer_bn"): ("cost", "reg_wrong_norm"),
     ("relu_in_place", "3layer"): ("S1", "relu_in_place"),
     ("relu_in_place", "3layer_bn"): ("S_tilde1", "relu_in_place"),
-    ("params_in_place", "3layer"): ("W1", None),
-    ("params_in_place", "2layer_bn"): ("W1", None),
+    ("params_in_place", "3layer"): ("W1", "step_in_place"),
+    ("params_in_place", "2layer_bn"): ("W1", "step_in_place"),
     # outside the catalogue: located, and not misnamed
     ("d_var_no_half", "3layer_bn"): ("G2", None),
     ("relu_mask_next_layer", "3layer"): ("G1", None),
@@ -101,6 +101,7 @@ THROUGH_THE_COMMANDS = [
     ("no_d_var", "3layer_bn"),
     ("relu_in_place", "3layer_bn"),
     ("update_during_backward", "3layer_bn"),
+    ("params_in_place", "3layer"),
 ]
 
 
@@ -117,3 +118,17 @@ def test_through_the_commands_the_docs_give(bugs, case, tmp_path, capsys):
     first, mistake = EXPECTED[bugs, case]
     assert f"\nfirst wrong: {first} (" in out and f"\nlikely mistake: {mistake}: " in out, out
     assert "Traceback" not in out
+
+
+def test_an_input_stepped_in_place_is_not_sent_back_to_the_vectors_file():
+    text = check(student("params_in_place", "3layer"), "3layer").format()
+    assert "pattern: yours is W1_next, its value after the step\n" in text
+    assert "read it from the vectors file" not in text
+
+
+def test_a_running_average_updated_in_place_is_named_at_its_init():
+    values = reference_vectors("2layer_bn")
+    values["mu_av1_init"] = values["mu_av1"]  # mu_av *= alpha; mu_av += (1 - alpha) * mu on the file's array
+    result = check(values, "2layer_bn")
+    assert (result.first_wrong, result.mistake_id) == ("mu_av1_init", "step_in_place"), result.format()
+    assert result.pattern == "yours is mu_av1, its value after the step"

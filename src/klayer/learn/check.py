@@ -655,6 +655,9 @@ def check(values, case=None, *, layout: str = "auto", tol: float = DEFAULT_TOL, 
             found = _preprocessing_match(case, student[q], scales[q], tol, data_root)
             if not found:
                 result.pattern += "; " + CIFAR_X_HINT.format(case=case.name)
+        elif (after := _stepped(q, student, ref, scales, tol, n)) is not None:
+            result.pattern = f"yours is {after}, its value after the step"
+            found = [CATALOGUE["step_in_place"]]
         elif q in case_inputs_names(case):
             result.pattern += "; " + INPUTS_HINT.format(case=case.name)
             found = _match(case, ref, raw, student, rows, q, tol, layout)
@@ -663,6 +666,21 @@ def check(values, case=None, *, layout: str = "auto", tol: float = DEFAULT_TOL, 
     if found:
         result.mistake, result.also = found[0], [m.id for m in found[1:]]
     return result
+
+
+def _stepped(q, student, ref, scales, tol, n) -> str | None:
+    """The name of what input ``q`` becomes in the step (``W1_next``, ``mu_av1``) when the student's ``q`` holds
+    it (the reference's or their own) and the step changes it: an array updated in place; else None."""
+    base, l, suffix = split_name(q)
+    after = f"{q}_next" if base in ("W", "b", "gamma", "beta") and not suffix else None
+    after = f"{base}{l}" if suffix == "_init" else after
+    if after not in ref or _close(after, ref[q], ref[after], scales, tol, n):
+        return None
+    return (
+        after
+        if any(after in v and _close(after, student[q], v[after], scales, tol, n) for v in (ref, student))
+        else None
+    )
 
 
 def _other_case(raw, case, layout, tol, rows) -> str | None:

@@ -3,7 +3,7 @@
 A mistake is a subclass of :class:`klayer.learn.vectors.Computation` that overrides one step,
 mostly by calling :mod:`klayer.layers` with the wrong statistics, axis or input; the checker runs
 every applicable one on the case and keeps those that reproduce the student's first wrong quantity.
-Mistakes recognized from a shape alone have no computation (``computation=None``).
+Mistakes recognized from a shape or a comparison alone have no computation (``computations=()``).
 
 The formulas are those of the assignments (column layout: ``X`` is ``d x n``, ``S = W X + b``,
 ``1_n`` a column of n ones); equation numbers are left out because they differ between the
@@ -1062,6 +1062,13 @@ class UpdateWrongSign(Computation):
         return super().step(p, grad, -eta)
 
 
+CATALOGUE["step_in_place"] = Mistake(
+    "step_in_place",
+    "the step updates the case's arrays in place (W -= eta * grad_W, or mu_av updated, on the array read from the "
+    "file), so the input saved with your values is its value after the step",
+    "W_next = W - eta grad_W into a new array (or on a copy: W = W.copy() before W -= eta * grad_W); the inputs keep "
+    "the values read from the file",
+)
 CATALOGUE["reduced_wrong_axis"] = Mistake(
     "reduced_wrong_axis",
     "a sum or mean is taken over the units instead of over the samples (one value per sample, not per unit)",
