@@ -66,8 +66,9 @@ CATALOGUED = {
     "log10_loss",
     "log2_loss",
     "loss_eps_in_log",
+    "bias_not_updated",
 }
-OUTSIDE = {"relu_scaled", "leaky_relu", "gamma_update_uses_grad_beta", "bias_not_updated"}
+OUTSIDE = {"relu_scaled", "leaky_relu", "gamma_update_uses_grad_beta"}
 
 
 def run(inputs, bugs=(), dtype=np.float64, g_batch=False):

@@ -118,11 +118,11 @@ ZOO = {
     "log10_loss": ("3layer_bn", "loss", "loss_wrong_log"),
     "log2_loss": ("2layer", "loss", "loss_wrong_log"),
     "loss_eps_in_log": ("3layer_bn", "loss", "loss_eps_in_log"),
+    "bias_not_updated": ("3layer_bn", "b3_next", "step_missing"),
     # outside the catalogue: located, described, and not misnamed
     "relu_scaled": ("3layer", "H1", None),
     "leaky_relu": ("3layer_bn", "H1", None),
     "gamma_update_uses_grad_beta": ("3layer_bn", "gamma1_next", None),
-    "bias_not_updated": ("3layer_bn", "b3_next", None),
 }
 
 

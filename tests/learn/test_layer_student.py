@@ -132,3 +132,12 @@ def test_a_running_average_updated_in_place_is_named_at_its_init():
     result = check(values, "2layer_bn")
     assert (result.first_wrong, result.mistake_id) == ("mu_av1_init", "step_in_place"), result.format()
     assert result.pattern == "yours is mu_av1, its value after the step"
+
+
+@pytest.mark.parametrize(("before", "after"), [("gamma1", "gamma1_next"), ("var_av1_init", "var_av1")])
+def test_a_parameter_or_running_average_left_unchanged_is_named(before, after):
+    values = reference_vectors("2layer_bn")
+    values[after] = values[before]  # its update left out
+    result = check(values, "2layer_bn")
+    assert (result.first_wrong, result.mistake_id) == (after, "step_missing"), result.format()
+    assert result.pattern == f"yours is {before}, its value before the step"

@@ -655,9 +655,10 @@ def check(values, case=None, *, layout: str = "auto", tol: float = DEFAULT_TOL, 
             found = _preprocessing_match(case, student[q], scales[q], tol, data_root)
             if not found:
                 result.pattern += "; " + CIFAR_X_HINT.format(case=case.name)
-        elif (after := _stepped(q, student, ref, scales, tol, n)) is not None:
-            result.pattern = f"yours is {after}, its value after the step"
-            found = [CATALOGUE["step_in_place"]]
+        elif (other := _other_side_of_step(q, student, ref, scales, tol, n)) is not None:
+            given = q in case_inputs_names(case)
+            result.pattern = f"yours is {other}, its value {'after' if given else 'before'} the step"
+            found = [CATALOGUE["step_in_place" if given else "step_missing"]]
         elif q in case_inputs_names(case):
             result.pattern += "; " + INPUTS_HINT.format(case=case.name)
             found = _match(case, ref, raw, student, rows, q, tol, layout)
@@ -668,19 +669,30 @@ def check(values, case=None, *, layout: str = "auto", tol: float = DEFAULT_TOL, 
     return result
 
 
-def _stepped(q, student, ref, scales, tol, n) -> str | None:
-    """The name of what input ``q`` becomes in the step (``W1_next``, ``mu_av1``) when the student's ``q`` holds
-    it (the reference's or their own) and the step changes it: an array updated in place; else None."""
+def _step_names(q):
+    """``(before, after)``: the input the step updates and its value after the step, when ``q`` is either
+    (``W1``, ``W1_next``; ``mu_av1_init``, ``mu_av1``); else None."""
     base, l, suffix = split_name(q)
-    after = f"{q}_next" if base in ("W", "b", "gamma", "beta") and not suffix else None
-    after = f"{base}{l}" if suffix == "_init" else after
-    if after not in ref or _close(after, ref[q], ref[after], scales, tol, n):
+    if base in ("W", "b", "gamma", "beta") and suffix in ("", "_next"):
+        return f"{base}{l}", f"{base}{l}_next"
+    if base in ("mu_av", "var_av") and suffix in ("", "_init"):
+        return f"{base}{l}_init", f"{base}{l}"
+    return None
+
+
+def _other_side_of_step(q, student, ref, scales, tol, n) -> str | None:
+    """The other side of the step when the student's ``q`` holds it and the step changes it: an input that holds
+    its value after the step (the reference's or the student's own: updated in place), or a value after the step
+    that holds the input (not updated); else None."""
+    names = _step_names(q)
+    if names is None or any(x not in ref for x in names):
         return None
-    return (
-        after
-        if any(after in v and _close(after, student[q], v[after], scales, tol, n) for v in (ref, student))
-        else None
-    )
+    before, after = names
+    if _close(after, ref[before], ref[after], scales, tol, n):
+        return None
+    other = after if q == before else before
+    sources = (ref, student) if q == before else (ref,)
+    return other if any(other in v and _close(after, student[q], v[other], scales, tol, n) for v in sources) else None
 
 
 def _other_case(raw, case, layout, tol, rows) -> str | None:

@@ -1069,6 +1069,12 @@ CATALOGUE["step_in_place"] = Mistake(
     "W_next = W - eta grad_W into a new array (or on a copy: W = W.copy() before W -= eta * grad_W); the inputs keep "
     "the values read from the file",
 )
+CATALOGUE["step_missing"] = Mistake(
+    "step_missing",
+    "a parameter or running average is not updated: its value after the step is the one before (its update left "
+    "out, or made on a copy that is dropped)",
+    "W_next = W - eta grad_W, and likewise b, gamma, beta; mu_av = alpha mu_av + (1 - alpha) mu, likewise var_av",
+)
 CATALOGUE["reduced_wrong_axis"] = Mistake(
     "reduced_wrong_axis",
     "a sum or mean is taken over the units instead of over the samples (one value per sample, not per unit)",
