@@ -141,3 +141,8 @@ def test_a_parameter_or_running_average_left_unchanged_is_named(before, after):
     result = check(values, "2layer_bn")
     assert (result.first_wrong, result.mistake_id) == (after, "step_missing"), result.format()
     assert result.pattern == f"yours is {before}, its value before the step"
+
+
+def test_a_bias_added_after_batch_norm_is_told_where_it_belongs():
+    text = check(student("bias_after_bn", "3layer_bn"), "3layer_bn").format()
+    assert "likely mistake: bias_missing: the bias is not added in the forward pass (or only after batch norm" in text

@@ -266,8 +266,9 @@ class WeightTransposedForward(Computation):
 
 @catalogued(
     "bias_missing",
-    summary="the bias is not added in the forward pass",
-    formula="forward pass: S_l = W_l X_(l-1) + b_l 1_n^T",
+    summary="the bias is not added in the forward pass (or only after batch norm, gamma .* S_hat + beta + b: "
+    "S lacks it)",
+    formula="forward pass: S_l = W_l X_(l-1) + b_l 1_n^T, before batch norm (which cancels b_l; beta_l is its shift)",
 )
 class BiasMissing(Computation):
     def linear(self, H, W, b):
