@@ -146,3 +146,11 @@ def test_a_parameter_or_running_average_left_unchanged_is_named(before, after):
 def test_a_bias_added_after_batch_norm_is_told_where_it_belongs():
     text = check(student("bias_after_bn", "3layer_bn"), "3layer_bn").format()
     assert "likely mistake: bias_missing: the bias is not added in the forward pass (or only after batch norm" in text
+
+
+def test_an_input_stepped_in_place_by_a_function_is_named():
+    result = check_function(
+        lambda inputs: run(inputs, {"params_in_place"}, with_params=True), "3layer", layout="assignment"
+    )
+    assert (result.first_wrong, result.mistake_id) == ("W1", "step_in_place"), result.format()
+    assert "passed to your function" in result.format()

@@ -1066,7 +1066,7 @@ class UpdateWrongSign(Computation):
 CATALOGUE["step_in_place"] = Mistake(
     "step_in_place",
     "the step updates the case's arrays in place (W -= eta * grad_W, or mu_av updated, on the array read from the "
-    "file), so the input saved with your values is its value after the step",
+    "file or passed to your function), so the input saved or returned with your values is its value after the step",
     "W_next = W - eta grad_W into a new array (or on a copy: W = W.copy() before W -= eta * grad_W); the inputs keep "
     "the values read from the file",
 )
