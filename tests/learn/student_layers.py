@@ -40,6 +40,7 @@ BUGS = {
     "relu_mask_next_layer",  # the mask of layer l taken from the layer above's input (an index off by one)
     "running_var_std",  # var_av updated with the standard deviation
     "params_in_place",  # W -= eta * dW on the case's own arrays: the inputs saved are the stepped ones
+    "bn_grads_mean",  # d_gamma, d_beta with np.mean over the samples (dZ already holds the 1/n)
 }
 
 
@@ -98,6 +99,8 @@ class BatchNorm:
         axis = 0 if "gamma_grad_over_units" in bugs else 1
         self.dgamma = np.sum(dZ * self.S_hat, axis=axis, keepdims=True)
         self.dbeta = np.sum(dZ, axis=1, keepdims=True)
+        if "bn_grads_mean" in bugs:
+            self.dgamma, self.dbeta = self.dgamma / dZ.shape[1], self.dbeta / dZ.shape[1]
         if "gamma_beta_grads_swapped" in bugs:
             self.dgamma, self.dbeta = self.dbeta, self.dgamma
         if "reg_on_gamma_beta" in bugs:

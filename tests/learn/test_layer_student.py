@@ -17,6 +17,7 @@ SMALL = [name for name, c in CASES.items() if c.source == "random"]
 # (bugs, case) -> (first wrong, catalogued mistake or None)
 EXPECTED = {
     ("grad_no_1_over_n", "3layer_bn"): ("grad_W3", "grad_not_divided_by_n"),
+    ("bn_grads_mean", "3layer_bn"): ("grad_gamma2", "grad_divided_twice"),
     ("reg_lam_W", "3layer"): ("grad_W3", "reg_grad_no_2"),
     ("reg_on_b", "3layer"): ("grad_b3", "reg_biases"),
     ("reg_on_gamma_beta", "3layer_bn"): ("grad_gamma2", "reg_gamma_beta"),
@@ -154,3 +155,11 @@ def test_an_input_stepped_in_place_by_a_function_is_named():
     )
     assert (result.first_wrong, result.mistake_id) == ("W1", "step_in_place"), result.format()
     assert "passed to your function" in result.format()
+
+
+def test_batch_norm_gradients_without_their_1_over_n_are_named():
+    values = reference_vectors("3layer_bn")
+    for q in ("grad_gamma2", "grad_beta2", "grad_gamma1", "grad_beta1"):
+        values[q] = values[q] * 5  # (G_batch .* S_hat) 1_n, the 1/n left out (grad_W, grad_b have it)
+    result = check(values, "3layer_bn")
+    assert (result.first_wrong, result.mistake_id) == ("grad_gamma2", "grad_not_divided_by_n"), result.format()

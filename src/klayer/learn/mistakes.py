@@ -557,14 +557,17 @@ class GSignFlipped(Computation):
 
 
 class _ScaledGrads(Computation):
-    """Parameter gradients (their data terms) multiplied by ``factor(n)``; ``G`` unchanged."""
+    """Parameter gradients (their data terms) multiplied by ``factor(n)``, those of ``W`` and ``b`` too unless
+    ``all_grads`` is False (the batch-norm parameters' only); ``G`` unchanged."""
+
+    all_grads = True
 
     def factor(self, n):
         raise NotImplementedError
 
     def linear_back(self, G, cache, need_dX):
         dH, dW, db = super().linear_back(G, cache, need_dX)
-        f = self.factor(len(G))
+        f = self.factor(len(G)) if self.all_grads else 1
         return dH, dW * f, db * f
 
     def bn_back(self, dZ, cache):
@@ -575,22 +578,36 @@ class _ScaledGrads(Computation):
 
 @catalogued(
     "grad_not_divided_by_n",
-    summary="the parameter gradients are not divided by n (G_batch X^T instead of (1/n) G_batch X^T)",
-    formula="grad_W_l = (1/n) G_batch X_(l-1)^T + 2 lam W_l, grad_b_l = (1/n) G_batch 1_n",
+    summary="the parameter gradients are not divided by n (G_batch X^T instead of (1/n) G_batch X^T), all of them "
+    "or grad_gamma and grad_beta only",
+    formula="grad_W_l = (1/n) G_batch X_(l-1)^T + 2 lam W_l, grad_b_l = (1/n) G_batch 1_n, "
+    "grad_gamma_l = (1/n) (G_batch .* S_hat_l) 1_n, grad_beta_l = (1/n) G_batch 1_n",
 )
 class GradNotDividedByN(_ScaledGrads):
     def factor(self, n):
         return n
 
 
+@catalogued("grad_not_divided_by_n")
+class GradNotDividedByNBnOnly(GradNotDividedByN):
+    all_grads = False
+
+
 @catalogued(
     "grad_divided_twice",
-    summary="the parameter gradients are divided by n twice (G already holds the 1/n, and it is applied again)",
-    formula="grad_W_l = (1/n) G_batch X_(l-1)^T + 2 lam W_l, with G_batch = -(Y - P) not yet divided by n",
+    summary="the parameter gradients are divided by n twice (G already holds the 1/n, and it is applied again: "
+    "np.mean over the samples of a G that holds it), all of them or grad_gamma and grad_beta only",
+    formula="grad_W_l = (1/n) G_batch X_(l-1)^T + 2 lam W_l, grad_gamma_l = (1/n) (G_batch .* S_hat_l) 1_n, with "
+    "G_batch = -(Y - P) not yet divided by n",
 )
 class GradDividedTwice(_ScaledGrads):
     def factor(self, n):
         return 1 / n
+
+
+@catalogued("grad_divided_twice")
+class GradDividedTwiceBnOnly(GradDividedTwice):
+    all_grads = False
 
 
 @catalogued(
