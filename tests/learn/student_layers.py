@@ -41,6 +41,7 @@ BUGS = {
     "running_var_std",  # var_av updated with the standard deviation
     "params_in_place",  # W -= eta * dW on the case's own arrays: the inputs saved are the stepped ones
     "bn_grads_mean",  # d_gamma, d_beta with np.mean over the samples (dZ already holds the 1/n)
+    "G_saved_wrt_S_hat",  # the G saved is d_S_hat, the gradient with respect to S_hat (the back pass is right)
 }
 
 
@@ -253,7 +254,7 @@ def run(p, bugs=(), dtype=np.float64, with_params=False):
                 out[f"grad_gamma{l}"], out[f"grad_beta{l}"] = bn.dgamma, bn.dbeta
             else:
                 dS = dZ
-        out[f"G{l}"] = dS
+        out[f"G{l}"] = dZ * norms[l - 1].gamma if "G_saved_wrt_S_hat" in bugs and use_bn and l < k else dS
         d = dense[l - 1]
         dH = d.backward(dS, lam, bugs, step if "update_during_backward" in bugs else None)
         out[f"grad_W{l}"] = d.dW

@@ -18,6 +18,7 @@ SMALL = [name for name, c in CASES.items() if c.source == "random"]
 EXPECTED = {
     ("grad_no_1_over_n", "3layer_bn"): ("grad_W3", "grad_not_divided_by_n"),
     ("bn_grads_mean", "3layer_bn"): ("grad_gamma2", "grad_divided_twice"),
+    ("G_saved_wrt_S_hat", "3layer_bn"): ("G2", "G_wrt_S_tilde"),
     ("reg_lam_W", "3layer"): ("grad_W3", "reg_grad_no_2"),
     ("reg_on_b", "3layer"): ("grad_b3", "reg_biases"),
     ("reg_on_gamma_beta", "3layer_bn"): ("grad_gamma2", "reg_gamma_beta"),

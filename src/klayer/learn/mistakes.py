@@ -801,14 +801,21 @@ class UpdateDuringBackwardGammaToo(UpdateDuringBackward):
 
 @catalogued(
     "G_wrt_S_tilde",
-    summary="G{l} holds the gradient with respect to S_tilde{l} (after the ReLU mask, before the batch-norm "
-    "backward pass); G{l} is the gradient with respect to S{l}, after BatchNormBackPass",
+    summary="G{l} holds the gradient with respect to S_tilde{l} or S_hat{l} (after the ReLU mask, before the "
+    "batch-norm backward pass: G_batch, or G_batch .* gamma); G{l} is the gradient with respect to S{l}, after "
+    "BatchNormBackPass",
     formula="G{l} = dJ/dS_l, S_l = W_l X_(l-1) + b_l the scores before batch norm",
     batch_norm=True,
 )
 class GradWrtSTilde(Computation):
     def shown_G(self, dH, dZ, dS):
         return dZ
+
+
+@catalogued("G_wrt_S_tilde")
+class GradWrtSHat(Computation):
+    def shown_G(self, dH, dZ, dS):
+        return dZ * self.inputs[f"gamma{self.layer}"]
 
 
 @catalogued(
