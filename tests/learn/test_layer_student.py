@@ -164,3 +164,29 @@ def test_batch_norm_gradients_without_their_1_over_n_are_named():
         values[q] = values[q] * 5  # (G_batch .* S_hat) 1_n, the 1/n left out (grad_W, grad_b have it)
     result = check(values, "3layer_bn")
     assert (result.first_wrong, result.mistake_id) == ("grad_gamma2", "grad_not_divided_by_n"), result.format()
+
+
+@pytest.mark.parametrize(
+    ("case", "saved", "as_", "pattern"),
+    [
+        ("3layer", "cost", "loss", "yours is cost, not loss: saved under another name?"),
+        ("3layer", "S2", "S1", "yours is S2 (S in layer 2), not S1: saved under another name?"),
+        (
+            "3layer_bn",
+            "var_av1",
+            "mu_av1",
+            "yours is var_av1 (var_av in layer 1), not mu_av1: saved under another name?",
+        ),
+        (
+            "3layer_bn",
+            "S_tilde1",
+            "S_hat1",
+            "yours is S_tilde1 (S_tilde in layer 1), not S_hat1: saved under another name?",
+        ),
+    ],
+)
+def test_a_value_saved_under_another_name_is_said_to_be_the_other(case, saved, as_, pattern):
+    values = reference_vectors(case)
+    values[as_] = values[saved]
+    result = check(values, case)
+    assert (result.first_wrong, result.mistake_id, result.pattern) == (as_, None, pattern), result.format()

@@ -664,9 +664,24 @@ def check(values, case=None, *, layout: str = "auto", tol: float = DEFAULT_TOL, 
             found = _match(case, ref, raw, student, rows, q, tol, layout)
         else:
             found = _match(case, ref, raw, student, rows, q, tol, layout)
+            if not found and (same := _same_as(q, student, ref, case, scales, tol)) is not None:
+                label = "" if describe_name(same) == same else f" ({describe_name(same)})"
+                result.pattern = f"yours is {same}{label}, not {q}: saved under another name?"
     if found:
         result.mistake, result.also = found[0], [m.id for m in found[1:]]
     return result
+
+
+def _same_as(q, student, ref, case, scales, tol) -> str | None:
+    """The first other computed quantity whose reference the student's ``q`` holds (and ``q``'s reference does
+    not): a value saved under another name, or a layer's index off by one; else None."""
+    inputs, a = case_inputs_names(case), student[q]
+    for other, r in ref.items():
+        if other == q or other in inputs or r.shape != a.shape:
+            continue
+        if _close(other, a, r, scales, tol, case.n) and not _close(other, ref[q], r, scales, tol, case.n):
+            return other
+    return None
 
 
 def _step_names(q):
