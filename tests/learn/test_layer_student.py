@@ -190,3 +190,19 @@ def test_a_value_saved_under_another_name_is_said_to_be_the_other(case, saved, a
     values[as_] = values[saved]
     result = check(values, case)
     assert (result.first_wrong, result.mistake_id, result.pattern) == (as_, None, pattern), result.format()
+
+
+def test_a_per_sample_gradient_broadcast_into_the_step_is_a_sum_over_the_wrong_axis():
+    # d_gamma summed over the units (1 x n), then gamma - eta * d_gamma: m x n by broadcasting
+    values = {q: v for q, v in student("gamma_grad_over_units", "3layer_bn").items() if q.endswith("_next")}
+    result = check(values, "3layer_bn")
+    assert (result.first_wrong, result.mistake_id) == ("gamma1_next", "reduced_wrong_axis"), result.format()
+    assert "one value per unit plus one per sample" in result.pattern
+
+
+def test_a_per_unit_and_sample_value_is_still_a_missing_sum():
+    values = reference_vectors("3layer_bn")
+    values["grad_gamma2"] = values["S_hat2"] * values["G2"]  # n x m: the sum over the samples left out
+    result = check(values, "3layer_bn")
+    assert result.first_wrong == "grad_gamma2" and result.mistake_id is None, result.format()
+    assert result.pattern.endswith("one value per sample and unit: the sum or mean over the samples is missing")

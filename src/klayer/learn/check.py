@@ -640,6 +640,12 @@ def check(values, case=None, *, layout: str = "auto", tol: float = DEFAULT_TOL, 
     result.first_wrong = q
     if q in shape_hints:
         a, hint = shape_hints[q]
+        if kind_of(q, ref[q]) == "vector" and _unit_plus_sample(a, ref[q].size, n, tol):
+            first.note = (
+                f"{first.note.split(':')[0]}: one value per unit plus one per sample: a sum or mean taken over the "
+                "units (one value per sample), broadcast against a vector of the units"
+            )
+            hint = "reduced_wrong_axis"
         result.pattern = first.note
         found = _match(case, ref, raw, student, rows, q, tol, layout, shape=a)
         if not found and hint:
@@ -682,6 +688,18 @@ def _same_as(q, student, ref, case, scales, tol) -> str | None:
         if _close(other, a, r, scales, tol, case.n) and not _close(other, ref[q], r, scales, tol, case.n):
             return other
     return None
+
+
+def _unit_plus_sample(a, m, n, tol) -> bool:
+    """Whether ``a`` (m x n or n x m) is a column plus a row, ``u_i + v_j`` (not constant along either axis): a
+    value of one per sample broadcast against one of one per unit (MATLAB's implicit expansion, numpy's
+    broadcasting), as ``gamma - eta * sum(G .* S_hat)`` with the sum over the units gives."""
+    if a.ndim != 2 or sorted(a.shape) != sorted((m, n)) or m == 1 or n == 1 or not np.all(np.isfinite(a)):
+        return False
+    scale = max(float(np.max(np.abs(a))), 1e-12)
+    rows, cols = a - a[:, :1], a - a[:1, :]
+    separable = np.max(np.abs(rows - rows[:1]), initial=0.0) <= tol * scale
+    return bool(separable and np.ptp(rows) > tol * scale and np.ptp(cols) > tol * scale)
 
 
 def _step_names(q):
