@@ -672,7 +672,7 @@ def check(values, case=None, *, layout: str = "auto", tol: float = DEFAULT_TOL, 
             found = _match(case, ref, raw, student, rows, q, tol, layout)
             if not found and (same := _same_as(q, student, ref, case, scales, tol)) is not None:
                 label = "" if describe_name(same) == same else f" ({describe_name(same)})"
-                result.pattern = f"yours is {same}{label}, not {q}: saved under another name?"
+                result.pattern = f"yours is {same}{label}, not {q}: saved under another name, or computed as {same} is?"
     if found:
         result.mistake, result.also = found[0], [m.id for m in found[1:]]
     return result
