@@ -42,6 +42,7 @@ BUGS = {
     "params_in_place",  # W -= eta * dW on the case's own arrays: the inputs saved are the stepped ones
     "bn_grads_mean",  # d_gamma, d_beta with np.mean over the samples (dZ already holds the 1/n)
     "G_saved_wrt_S_hat",  # the G saved is d_S_hat, the gradient with respect to S_hat (the back pass is right)
+    "eps_missing_backward",  # std = sqrt(var) in the backward pass only
 }
 
 
@@ -113,6 +114,9 @@ class BatchNorm:
             step(self, "gamma", "dgamma")
             step(self, "beta", "dbeta")
         n, D = self.n, self.S - self.mu
+        std = self.std
+        if "eps_missing_backward" in bugs:
+            self.std = np.sqrt(self.var)
         d_S_hat = dZ * self.gamma
         if "eps_outside_sqrt" in bugs:  # d std / d var = 1 / (2 sqrt(var))
             d_std = np.sum(d_S_hat * D, axis=1, keepdims=True) * -(self.std**-2)
@@ -127,6 +131,7 @@ class BatchNorm:
             dS = dS + d_var * 2 * D / (n - ddof)
         if "no_d_mu" not in bugs:
             dS = dS + d_mu / n
+        self.std = std
         return dS
 
     def params(self):

@@ -26,6 +26,8 @@ EXPECTED = {
     ("eps_outside_sqrt", "3layer_bn"): ("S_hat1", "eps_outside_sqrt"),
     ("no_d_mu", "3layer_bn"): ("G2", "bn_back_no_mean_term"),
     ("no_d_var", "3layer_bn"): ("G2", "bn_back_no_var_term"),
+    ("eps_missing_backward", "3layer_bn"): ("G2", "eps_missing"),
+    ("eps_missing_backward", "2layer_bn"): ("G1", "eps_missing"),
     ("relu_mask_from_S", "3layer_bn"): ("grad_gamma2", "relu_grad_before_bn"),
     ("relu_mask_from_S_hat", "3layer_bn"): ("grad_gamma2", "relu_grad_before_bn"),
     ("relu_mask_from_S_hat", "2layer_bn"): ("grad_gamma1", "relu_grad_before_bn"),

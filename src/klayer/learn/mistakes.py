@@ -93,7 +93,8 @@ def catalogued(id: str, summary: str = "", formula: str = "", batch_norm: bool |
 # -- batch norm, forward ----------------------------------------------------------------------
 @catalogued(
     "var_unbiased",
-    summary="the batch variance divides by n-1 (np.var(S, ddof=1), MATLAB var(S, 0, 2)); batch norm uses 1/n",
+    summary="the batch variance divides by n-1 (np.var(S, ddof=1), MATLAB var(S, 0, 2)), in the forward pass or in "
+    "BatchNormBackPass only; batch norm uses 1/n",
     formula=f"{BN_FORWARD}: var_j = (1/n) sum_i (s_ij - mu_j)^2",
     batch_norm=True,
 )
@@ -106,7 +107,8 @@ class VarUnbiased(Computation):
 
 @catalogued(
     "eps_outside_sqrt",
-    summary="eps is added outside the square root: (S - mu) / (sqrt(var) + eps)",
+    summary="eps is added outside the square root: (S - mu) / (sqrt(var) + eps), or sigma1 = 1 / (sqrt(var) + eps) "
+    "in BatchNormBackPass only",
     formula=f"{BN_FORWARD}: S_hat = diag(var + eps)^(-1/2) (S - mu 1_n^T), eps inside the root",
     batch_norm=True,
 )
@@ -118,7 +120,8 @@ class EpsOutsideSqrt(Computation):
 
 @catalogued(
     "eps_missing",
-    summary="eps is missing from the normalization (or is much smaller than the case's eps)",
+    summary="eps is missing from the normalization (or is much smaller than the case's eps), in the forward pass "
+    "or in BatchNormBackPass only",
     formula=f"{BN_FORWARD}: S_hat = diag(var + eps)^(-1/2) (S - mu 1_n^T), with the case's eps",
     batch_norm=True,
 )
@@ -862,6 +865,36 @@ class BnBackCWrongAxis(_BnBackKeepsS):
         S, mu, var = self.kept[self.layer]
         c_axis, mean_axis = self.axes
         return _bn_back_pass(dZ * cache[2], S, mu, var, self.eps, c_axis, mean_axis), dgamma, dbeta
+
+
+class _BnBackStats(_BnBackKeepsS):
+    """The forward pass right, BatchNormBackPass with the variance and eps of ``back_stats``."""
+
+    def back_stats(self, var, eps, n):
+        raise NotImplementedError
+
+    def bn_back(self, dZ, cache):
+        _, dgamma, dbeta = super().bn_back(dZ, cache)
+        S, mu, var = self.kept[self.layer]
+        return _bn_back_pass(dZ * cache[2], S, mu, *self.back_stats(var, self.eps, len(S))), dgamma, dbeta
+
+
+@catalogued("var_unbiased")
+class VarUnbiasedBackOnly(_BnBackStats):
+    def back_stats(self, var, eps, n):  # var(S, 0, 2) recomputed in BatchNormBackPass
+        return var * n / (n - 1), eps
+
+
+@catalogued("eps_outside_sqrt")
+class EpsOutsideSqrtBackOnly(_BnBackStats):
+    def back_stats(self, var, eps, n):  # sigma1 = 1 / (sqrt(var) + eps), sigma2 = sigma1^3
+        return (np.sqrt(var) + eps) ** 2, 0.0
+
+
+@catalogued("eps_missing")
+class EpsMissingBackOnly(_BnBackStats):
+    def back_stats(self, var, eps, n):
+        return var, 0.0
 
 
 @catalogued("bn_back_sum_wrong_axis")
