@@ -199,3 +199,13 @@ def test_a_per_unit_and_sample_value_is_still_a_missing_sum():
     result = check(values, "3layer_bn")
     assert result.first_wrong == "grad_gamma2" and result.mistake_id is None, result.format()
     assert result.pattern.endswith("one value per sample and unit: the sum or mean over the samples is missing")
+
+
+def test_names_counting_the_layers_from_0_are_told_to_count_from_1():
+    # a Python student's lists, W[0] .. W[k-1], saved as W0 .. W2
+    values = {f"{q[:-1]}{int(q[-1]) - 1}": a for q, a in reference_vectors("3layer").items() if q[-1:].isdigit()}
+    result = check(values, "3layer")
+    assert result.notes[0].startswith("your names number the layers from 0 (")
+    assert "add 1 to each layer number" in result.notes[0]
+    assert "W0 (layers are numbered from 1: W1?)" in result.ignored
+    assert result.first_wrong == "W1"

@@ -627,6 +627,14 @@ def check(values, case=None, *, layout: str = "auto", tol: float = DEFAULT_TOL, 
         )
     layout = _detect_layout(raw, ref, given_layout)
     rows, student, notes, shape_hints = _compare(raw, ref, case, layout, tol)
+    zero = [q for q in raw if q not in ref and split_name(q)[1] == 0 and f"{_layer_moved(q, 1)}" in ref]
+    if zero:
+        notes.insert(
+            0,
+            f"your names number the layers from 0 ({', '.join(zero[:3])}{', ...' if len(zero) > 3 else ''}); the "
+            f"case's number them from 1 to {case.n_layers}, as the assignments do: add 1 to each layer number "
+            "(your values named for layer 1 are compared with the case's layer 1, which is your second)",
+        )
     scales, n = _scales(ref, case), case.n
     result = CheckResult(
         case.name, layout, tol, rows, missing=[q for q in ref if q not in raw], ignored=ignored, notes=notes
@@ -819,8 +827,16 @@ _BN_SQUASHED = {  # every batch-norm name of any layer up to 9, squashed
 }
 
 
+def _layer_moved(name: str, by: int) -> str:
+    """``name`` with its layer number plus ``by``: ``"W0_next"``, 1 -> ``"W1_next"``."""
+    base, l, suffix = split_name(name)
+    return name if l is None else f"{base}{l + by}{suffix}"
+
+
 def _suggest(name, ref, case=None):
     """``name``, with the name of ``ref`` it was probably meant to be, or why it is not one."""
+    if split_name(name)[1] == 0 and _layer_moved(name, 1) in ref:
+        return f"{name} (layers are numbered from 1: {_layer_moved(name, 1)}?)"
     squashed = {}
     for q in ref:
         squashed.setdefault(_squash(q), q)
