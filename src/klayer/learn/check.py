@@ -9,7 +9,7 @@ layout), ``max |a - r| / scale``, where ``scale = max |r|`` (the largest entry),
 gradient, whose scale is the largest ``sum_i |G_ij|`` over the units (the sum it is made of: in
 front of batch norm it is exactly 0 and only round-off remains). A quantity is right when the
 error is at most ``tol`` (default 1e-4: float32 round-off stays below about 1e-6 on these cases,
-and every catalogued mistake changes its first wrong quantity by 2e-3 or more).
+and every catalogued mistake changes its first wrong quantity by 4e-4 or more).
 
 ``G{l}`` equal to ``n`` times the reference is accepted: it is the assignments' ``G_batch``, not
 yet divided by n (the gradients formed from it are checked as they are).
