@@ -21,6 +21,7 @@ CATALOGUED = {
     "loss_not_mean",
     "cost_no_reg",
     "reg_grad_no_2",
+    "reg_grad_doubled",
     "reg_grad_missing",
     "reg_biases",
     "reg_gamma_beta",
@@ -182,7 +183,9 @@ def run(inputs, bugs=(), dtype=np.float64, g_batch=False):
 
     # ---- backward, the assignments' way
     scale = 1 if "grad_not_divided_by_n" in bugs else 1 / n**2 if "grad_divided_twice" in bugs else 1 / n
-    reg = 0 if "reg_grad_missing" in bugs else (1 if "reg_grad_no_2" in bugs else 2)
+    reg = (
+        0 if "reg_grad_missing" in bugs else (1 if "reg_grad_no_2" in bugs else 4 if "reg_grad_doubled" in bugs else 2)
+    )
     grad_W, grad_b, grad_gamma, grad_beta = {}, {}, {}, {}
     G = Y - P if "G_sign_flipped" in bugs else -(Y - P)
     if "relu_on_scores" in bugs:

@@ -81,6 +81,7 @@ ZOO = {
     "reg_biases": ("3layer_bn", "grad_b3", "reg_biases"),
     "reg_gamma_beta": ("3layer_bn", "grad_gamma2", "reg_gamma_beta"),
     "reg_grad_no_2": ("3layer_bn", "grad_W3", "reg_grad_no_2"),
+    "reg_grad_doubled": ("3layer", "grad_W3", "reg_grad_doubled"),
     "reg_grad_missing": ("2layer", "grad_W2", "reg_grad_missing"),
     "grad_not_divided_by_n": ("3layer_bn", "grad_W3", "grad_not_divided_by_n"),
     "grad_divided_twice": ("3layer", "grad_W3", "grad_divided_twice"),

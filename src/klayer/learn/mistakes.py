@@ -538,6 +538,17 @@ class RegGradNo2(Computation):
 
 
 @catalogued(
+    "reg_grad_doubled",
+    summary="the penalty's gradient is 4 lam W: 2 lam W added twice (once where the gradient is formed, "
+    "again before the step), or the derivative of lam ||W||^2 taken as 2 * 2 lam W",
+    formula="grad_W_l = (1/n) G_batch X_(l-1)^T + 2 lam W_l",
+)
+class RegGradDoubled(Computation):
+    def penalize(self, grads, params, lam):
+        super().penalize(grads, params, 2 * lam)
+
+
+@catalogued(
     "reg_grad_missing",
     summary="the penalty's gradient 2 lam W is missing from grad_W",
     formula="grad_W_l = (1/n) G_batch X_(l-1)^T + 2 lam W_l",
