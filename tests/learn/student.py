@@ -56,6 +56,7 @@ CATALOGUED = {
     "bn_back_stats_constant",
     "bn_back_mean_term_sign",
     "bn_back_var_term_sign",
+    "bn_back_var_term_doubled",
     "bn_train_running_stats",
     "bn_train_running_init",
     "relu_before_bn",
@@ -290,7 +291,7 @@ def batch_norm_back_pass(G, S, mu, var, eps, bugs):
     if "bn_back_no_mean_term" not in bugs:
         out = out + mean_sign * np.sum(G1, axis=1, keepdims=True) / n
     if "bn_back_no_var_term" not in bugs:
-        out = out + var_sign * D * c / n
+        out = out + var_sign * (2 if "bn_back_var_term_doubled" in bugs else 1) * D * c / n
     return out
 
 

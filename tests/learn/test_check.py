@@ -108,6 +108,7 @@ ZOO = {
     "bn_back_stats_constant": ("3layer_bn", "G2", "bn_back_stats_constant"),
     "bn_back_mean_term_sign": ("3layer_bn", "G2", "bn_back_mean_term_sign"),
     "bn_back_var_term_sign": ("2layer_bn", "G1", "bn_back_var_term_sign"),
+    "bn_back_var_term_doubled": ("3layer_bn", "G2", "bn_back_var_term_doubled"),
     "bn_train_running_stats": ("3layer_bn", "S_hat1", "bn_train_running_stats"),
     "bn_train_running_init": ("2layer_bn", "S_hat1", "bn_train_running_stats"),
     "relu_before_bn": ("3layer_bn", "mu1", "relu_before_bn"),

@@ -50,8 +50,9 @@ EXPECTED = {
     ("relu_in_place", "3layer_bn"): ("S_tilde1", "relu_in_place"),
     ("params_in_place", "3layer"): ("W1", "step_in_place"),
     ("params_in_place", "2layer_bn"): ("W1", "step_in_place"),
+    ("d_var_no_half", "3layer_bn"): ("G2", "bn_back_var_term_doubled"),
+    ("d_var_no_half", "2layer_bn"): ("G1", "bn_back_var_term_doubled"),
     # outside the catalogue: located, and not misnamed
-    ("d_var_no_half", "3layer_bn"): ("G2", None),
     ("relu_mask_next_layer", "3layer"): ("G1", None),
     ("running_var_std", "3layer_bn"): ("var_av1", None),
     ("shuffle_X_only", "3layer"): ("S1", None),

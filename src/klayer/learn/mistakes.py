@@ -733,6 +733,21 @@ class BnBackVarTermSign(Computation):
 
 
 @catalogued(
+    "bn_back_var_term_doubled",
+    summary="batch-norm backward subtracts the variance term twice: 2 (1/n) D .* (c 1_n^T), the derivative of "
+    "(var + eps)^(-1/2) taken without its 1/2 (grad_var = -1/2 sum (G .* gamma .* D) (var + eps)^(-3/2))",
+    formula=BN_BACKWARD,
+    batch_norm=True,
+)
+class BnBackVarTermDoubled(Computation):
+    def bn_back(self, dZ, cache):
+        S_hat, inv_std, gamma = cache
+        _, dgamma, dbeta = super().bn_back(dZ, cache)
+        G = dZ * gamma
+        return inv_std * (G - G.mean(axis=0) - 2 * S_hat * (G * S_hat).mean(axis=0)), dgamma, dbeta
+
+
+@catalogued(
     "bn_back_sigma1_in_c",
     summary="batch-norm backward computes c with sigma1 = (var + eps)^(-1/2) where sigma2 = (var + eps)^(-3/2) belongs",
     formula=BN_BACKWARD,
