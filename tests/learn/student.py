@@ -37,6 +37,7 @@ CATALOGUED = {
     "running_alpha_swapped",
     "running_init_batch",
     "running_var_unbiased",
+    "running_var_std_eps",
     "eval_batch_stats",
     "update_wrong_sign",
     "bias_missing",
@@ -238,6 +239,8 @@ def run(inputs, bugs=(), dtype=np.float64, g_batch=False):
             m0, v0 = mu[l], var[l]
         a = 1 - alpha if "running_alpha_swapped" in bugs else alpha
         batch_var = var[l] * n / (n - 1) if "running_var_unbiased" in bugs else var[l]
+        if "running_var_std_eps" in bugs:  # sigma, as the forward pass divides by it
+            batch_var = np.sqrt(var[l] + eps)
         mu_av[l] = a * m0 + (1 - a) * mu[l]
         var_av[l] = a * v0 + (1 - a) * batch_var
         out.update({f"mu_av{l}": mu_av[l], f"var_av{l}": var_av[l]})

@@ -100,6 +100,7 @@ ZOO = {
     "running_alpha_swapped": ("3layer_bn", "mu_av1", "running_alpha_swapped"),
     "running_init_batch": ("2layer_bn", "mu_av1", "running_init_batch"),
     "running_var_unbiased": ("3layer_bn", "var_av1", "running_var_unbiased"),
+    "running_var_std_eps": ("3layer_bn", "var_av1", "running_var_std"),
     "eval_batch_stats": ("3layer_bn", "S_hat_eval1", "eval_batch_stats"),
     "eval_before_step": ("3layer", "P_eval", "eval_before_step"),
     "update_wrong_sign": ("2layer_bn", "W1_next", "update_wrong_sign"),

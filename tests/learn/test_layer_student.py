@@ -52,9 +52,10 @@ EXPECTED = {
     ("params_in_place", "2layer_bn"): ("W1", "step_in_place"),
     ("d_var_no_half", "3layer_bn"): ("G2", "bn_back_var_term_doubled"),
     ("d_var_no_half", "2layer_bn"): ("G1", "bn_back_var_term_doubled"),
+    ("running_var_std", "3layer_bn"): ("var_av1", "running_var_std"),
+    ("running_var_std", "2layer_bn"): ("var_av1", "running_var_std"),
     # outside the catalogue: located, and not misnamed
     ("relu_mask_next_layer", "3layer"): ("G1", None),
-    ("running_var_std", "3layer_bn"): ("var_av1", None),
     ("shuffle_X_only", "3layer"): ("S1", None),
     # two mistakes: the first one named, or none when both change the same quantity
     ("no_d_mu+no_d_var", "3layer_bn"): ("G2", "bn_back_stats_constant"),

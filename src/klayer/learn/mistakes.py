@@ -1089,6 +1089,24 @@ class RunningVarUnbiased(Computation):
 
 
 @catalogued(
+    "running_var_std",
+    summary="the running variance is fed the batch's standard deviation sqrt(var) (or sqrt(var + eps)), not its "
+    "variance var",
+    formula="var_av = alpha var_av + (1 - alpha) var, with the batch variance var of the forward pass (1/n)",
+    batch_norm=True,
+)
+class RunningVarStd(Computation):
+    def running(self, avg, stat, alpha, n, is_var):
+        return super().running(avg, np.sqrt(stat) if is_var else stat, alpha, n, is_var)
+
+
+@catalogued("running_var_std")
+class RunningVarStdEps(Computation):
+    def running(self, avg, stat, alpha, n, is_var):
+        return super().running(avg, np.sqrt(stat + self.eps) if is_var else stat, alpha, n, is_var)
+
+
+@catalogued(
     "eval_batch_stats",
     summary="evaluation mode normalizes with the batch's statistics instead of the running averages",
     formula="assignment 3, testing: S_hat = diag(var_av + eps)^(-1/2) (S - mu_av 1_n^T)",
