@@ -662,18 +662,30 @@ class ReluGradFromSHat(Computation):
         return np.where(layer["bn"][0] > 0, dH, 0.0)
 
 
+class _BnBackTerms(Computation):
+    """Batch-norm backward with its two terms scaled, G1 - mean_term (1/n) (G1 1_n) 1_n^T
+    - var_term (1/n) D .* (c 1_n^T): 1 and 1 is the formula, a mistake sets other factors."""
+
+    mean_term = 1
+    var_term = 1
+
+    def bn_back(self, dZ, cache):
+        S_hat, inv_std, gamma = cache
+        _, dgamma, dbeta = super().bn_back(dZ, cache)
+        G = dZ * gamma
+        # factors 0, +-1 and 2 are exact: the terms are those of the formula, bit for bit
+        mean, var = G.mean(axis=0), S_hat * (G * S_hat).mean(axis=0)
+        return inv_std * (G - self.mean_term * mean - self.var_term * var), dgamma, dbeta
+
+
 @catalogued(
     "bn_back_no_mean_term",
     summary="batch-norm backward is missing the mean term -(1/n) (G1 1_n) 1_n^T",
     formula=BN_BACKWARD,
     batch_norm=True,
 )
-class BnBackNoMeanTerm(Computation):
-    def bn_back(self, dZ, cache):
-        S_hat, inv_std, gamma = cache
-        _, dgamma, dbeta = super().bn_back(dZ, cache)
-        G = dZ * gamma
-        return inv_std * (G - S_hat * (G * S_hat).mean(axis=0)), dgamma, dbeta
+class BnBackNoMeanTerm(_BnBackTerms):
+    mean_term = 0
 
 
 @catalogued(
@@ -682,12 +694,8 @@ class BnBackNoMeanTerm(Computation):
     formula=BN_BACKWARD,
     batch_norm=True,
 )
-class BnBackNoVarTerm(Computation):
-    def bn_back(self, dZ, cache):
-        S_hat, inv_std, gamma = cache
-        _, dgamma, dbeta = super().bn_back(dZ, cache)
-        G = dZ * gamma
-        return inv_std * (G - G.mean(axis=0)), dgamma, dbeta
+class BnBackNoVarTerm(_BnBackTerms):
+    var_term = 0
 
 
 @catalogued(
@@ -710,12 +718,8 @@ class BnBackStatsConstant(Computation):
     formula=BN_BACKWARD,
     batch_norm=True,
 )
-class BnBackMeanTermSign(Computation):
-    def bn_back(self, dZ, cache):
-        S_hat, inv_std, gamma = cache
-        _, dgamma, dbeta = super().bn_back(dZ, cache)
-        G = dZ * gamma
-        return inv_std * (G + G.mean(axis=0) - S_hat * (G * S_hat).mean(axis=0)), dgamma, dbeta
+class BnBackMeanTermSign(_BnBackTerms):
+    mean_term = -1
 
 
 @catalogued(
@@ -724,12 +728,8 @@ class BnBackMeanTermSign(Computation):
     formula=BN_BACKWARD,
     batch_norm=True,
 )
-class BnBackVarTermSign(Computation):
-    def bn_back(self, dZ, cache):
-        S_hat, inv_std, gamma = cache
-        _, dgamma, dbeta = super().bn_back(dZ, cache)
-        G = dZ * gamma
-        return inv_std * (G - G.mean(axis=0) + S_hat * (G * S_hat).mean(axis=0)), dgamma, dbeta
+class BnBackVarTermSign(_BnBackTerms):
+    var_term = -1
 
 
 @catalogued(
@@ -739,12 +739,8 @@ class BnBackVarTermSign(Computation):
     formula=BN_BACKWARD,
     batch_norm=True,
 )
-class BnBackVarTermDoubled(Computation):
-    def bn_back(self, dZ, cache):
-        S_hat, inv_std, gamma = cache
-        _, dgamma, dbeta = super().bn_back(dZ, cache)
-        G = dZ * gamma
-        return inv_std * (G - G.mean(axis=0) - 2 * S_hat * (G * S_hat).mean(axis=0)), dgamma, dbeta
+class BnBackVarTermDoubled(_BnBackTerms):
+    var_term = 2
 
 
 @catalogued(
